@@ -1,1 +1,2 @@
-//! placeholder
+//! Streamed image writes.
+pub mod format;
