@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything Ferrox's build, tests, demo and benchmarks need on a fresh Debian
+# bookworm machine. Idempotent: installs only what is missing. Run as root.
+set -euo pipefail
+
+PKGS=(
+  # build
+  gcc pkg-config libblkid-dev musl-tools
+  # real tools the tests prepare and check disks with
+  util-linux fdisk gdisk e2fsprogs xfsprogs dosfstools cryptsetup-bin lvm2 mdadm
+  # image formats and serving
+  qemu-utils zstd xz-utils gzip curl python3 python3-venv
+  # measuring
+  time psmisc
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null || { echo "deps: cargo (Rust stable) is required" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+exit 0
