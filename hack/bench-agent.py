@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Benchmarks ferrox-agent against its peers in one run, on the same image and loop device.
+
+Reports ratios, not absolute numbers (the machines are noisy):
+  raw + sha256     ferrox-agent  vs  `curl | dd oflag=direct` (verifies nothing)  vs  IPA 13.0.0 stream
+  qcow2            ferrox-agent  vs  IPA 13.0.0 download-to-tmpfs + qemu-img convert; peak RSS
+  zstd raw, sha512 ferrox-agent  vs  curl | dd
+  inspect          ferrox-agent  vs  IPA 13.0.0 inventory (ipa_inventory.py)
+  metadata wipe    per device (GPT + ext4 + xfs + swap on a loop device)
+
+usage: sudo hack/bench-agent.py [--size-mb 2048] [--reps 3] [--out docs/benchmarks.md]
+Needs root (loop devices). Installs IPA with ../shared/peers/ipa/setup.sh if missing.
+All traffic is on 127.0.0.1.
+"""
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+IPA_DIR = os.path.join(REPO, "..", "shared", "peers", "ipa")
+IPA_VENV = os.environ.get("IPA_VENV", "/var/tmp/ipa-venv")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def timed(cmd):
+    """Runs cmd under /usr/bin/time; returns (wall seconds, max RSS KiB of the largest process, stdout)."""
+    t = time.monotonic()
+    p = subprocess.run(["/usr/bin/time", "-f", "@@RSS %M", "bash", "-c", cmd], text=True, capture_output=True)
+    wall = time.monotonic() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"command failed ({p.returncode}): {cmd}\n{p.stderr[-2000:]}")
+    rss = int(re.findall(r"@@RSS (\d+)", p.stderr)[-1])
+    return wall, rss, p.stdout
+
+
+def drop_caches():
+    subprocess.run("sync; echo 1 > /proc/sys/vm/drop_caches", shell=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def file_hash(path, algo):
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(8 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mb", type=int, default=2048)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--work", default="/var/tmp/ferrox-bench")
+    ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
+    ap.add_argument("--skip-ipa", action="store_true")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench-agent: run as root (loop devices)")
+
+    subprocess.run([os.path.join(HERE, "deps.sh")], check=True)
+    subprocess.run("cargo build --release --locked -p ferrox-agent", shell=True, check=True, cwd=REPO)
+    agent = os.path.join(REPO, "target", "release", "ferrox-agent")
+    ipa_py = os.path.join(IPA_VENV, "bin", "python")
+    if not a.skip_ipa and not os.path.exists(ipa_py):
+        subprocess.run(["bash", os.path.join(IPA_DIR, "setup.sh")], check=True)
+
+    w = a.work
+    shutil.rmtree(w, ignore_errors=True)
+    os.makedirs(w)
+    size = a.size_mb
+    print(f"== images ({size} MiB): GPT, random data in the first quarter, zeros after (like a cloud image)", flush=True)
+    raw = os.path.join(w, "disk.raw")
+    sh(f"truncate -s {size}M {raw}")
+    sh(f"dd if=/dev/urandom of={raw} bs=1M count={size // 4} seek=1 conv=notrunc status=none")
+    sh(f"sgdisk -q -o -n 1:2048:0 -t 1:8300 {raw}")
+    sh(f"qemu-img convert -f raw -O qcow2 {raw} {w}/disk.qcow2")
+    sh(f"zstd -q -T0 -3 {raw} -o {w}/disk.raw.zst")
+    sums = {
+        "raw256": file_hash(raw, "sha256"),
+        "raw512": file_hash(raw, "sha512"),
+        "qcow256": file_hash(f"{w}/disk.qcow2", "sha256"),
+        "zst256": file_hash(f"{w}/disk.raw.zst", "sha256"),
+    }
+
+    port = free_port()
+    http = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", w],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    backing = os.path.join(w, "target.img")
+    sh(f"truncate -s {size + 512}M {backing}")
+    loop = sh(f"losetup --find --show {backing}").strip()
+    results = {}
+    try:
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        def verify(path_raw):
+            out = sh(f"cmp -n $(stat -c %s {path_raw}) {path_raw} {loop} && echo same")
+            assert "same" in out, "target does not match the image"
+
+        def run(name, cmd, check_raw=True, parse=None):
+            walls, rsss = [], []
+            for _ in range(a.reps):
+                sh(f"blkdiscard -f {loop} 2>/dev/null || dd if=/dev/zero of={loop} bs=1M count=2 oflag=direct status=none")
+                drop_caches()
+                wall, rss, out = timed(cmd)
+                if parse:
+                    wall = parse(out)
+                walls.append(wall)
+                rsss.append(rss)
+                if check_raw:
+                    verify(raw)
+            results[name] = {"s": statistics.median(walls), "min": min(walls), "max": max(walls), "rss_kib": max(rsss)}
+            r = results[name]
+            print(f"   {name:34s} median {r['s']:.2f} s  ({size * 1.048576 / r['s']:.0f} MB/s)  "
+                  f"min {r['min']:.2f}  max {r['max']:.2f}  peak RSS {r['rss_kib'] // 1024} MiB", flush=True)
+
+        fx = f"{agent} write-image --progress none --device {loop}"
+        print("== image writes (median of %d)" % a.reps, flush=True)
+        run("curl | dd oflag=direct", f"curl -s {url}/disk.raw | dd of={loop} bs=4M iflag=fullblock oflag=direct status=none")
+        run("ferrox raw sha256", f"{fx} --url {url}/disk.raw --checksum sha256:{sums['raw256']} >/dev/null")
+        run("ferrox raw sha512", f"{fx} --url {url}/disk.raw --checksum sha512:{sums['raw512']} >/dev/null")
+        run("ferrox zstd raw sha256", f"{fx} --url {url}/disk.raw.zst --checksum sha256:{sums['zst256']} >/dev/null")
+        run("ferrox qcow2 sha256", f"{fx} --url {url}/disk.qcow2 --checksum sha256:{sums['qcow256']} >/dev/null")
+        if not a.skip_ipa:
+            bench = os.path.join(IPA_DIR, "ipa_write_bench.py")
+
+            def ipa_total(out):
+                for line in out.splitlines():
+                    if line.startswith("{"):
+                        return json.loads(line)["total_s"]
+                raise RuntimeError("IPA bench printed no JSON")
+            run("IPA 13.0.0 stream raw", f"{ipa_py} {bench} --json --mode stream --target {loop} "
+                f"--url {url}/disk.raw --checksum {sums['raw256']} 2>/dev/null", parse=ipa_total)
+            run("IPA 13.0.0 qcow2 (tmpfs+qemu-img)", f"{ipa_py} {bench} --json --mode download-convert "
+                f"--disk-format qcow2 --tmpdir /dev/shm/ipa-bench --target {loop} "
+                f"--url {url}/disk.qcow2 --checksum {sums['qcow256']} 2>/dev/null", parse=ipa_total)
+
+        print("== inspect", flush=True)
+        n = 20
+        ts = []
+        for _ in range(n):
+            t = time.monotonic()
+            subprocess.run([agent, "inspect"], check=True, capture_output=True)
+            ts.append(time.monotonic() - t)
+        results["ferrox inspect"] = {"s": statistics.median(ts), "min": min(ts), "max": max(ts)}
+        print(f"   ferrox inspect median {statistics.median(ts) * 1000:.1f} ms", flush=True)
+        if not a.skip_ipa:
+            ts = []
+            for _ in range(3):
+                t = time.monotonic()
+                subprocess.run([ipa_py, os.path.join(IPA_DIR, "ipa_inventory.py"), "--no-init"],
+                               check=True, capture_output=True)
+                ts.append(time.monotonic() - t)
+            results["IPA inventory"] = {"s": statistics.median(ts), "min": min(ts), "max": max(ts)}
+            print(f"   IPA inventory (process incl. Python start) median {statistics.median(ts) * 1000:.0f} ms", flush=True)
+
+        print("== metadata wipe", flush=True)
+        ts = []
+        for _ in range(a.reps):
+            sh(f"sgdisk -q -o -n 1:2048:+256M -n 2:0:+256M -n 3:0:+128M {loop}")
+            for off, sz, mk in ((2048, 256, "mkfs.ext4 -q"), (2048 + 524288, 256, "mkfs.xfs -q -f"),
+                                (2048 + 2 * 524288, 128, "mkswap -q")):
+                p = sh(f"losetup --find --show -o {off * 512} --sizelimit {sz << 20} {loop}").strip()
+                try:
+                    sh(f"{mk} {p}")
+                finally:
+                    sh(f"losetup -d {p}")
+            t = time.monotonic()
+            subprocess.run([agent, "wipe", "--mode", "metadata", "--progress", "none", loop], check=True, capture_output=True)
+            ts.append(time.monotonic() - t)
+            assert sh(f"wipefs --no-act --noheadings {loop}").strip() == "", "wipe left signatures"
+        results["ferrox metadata wipe"] = {"s": statistics.median(ts), "min": min(ts), "max": max(ts)}
+        print(f"   ferrox metadata wipe median {statistics.median(ts) * 1000:.0f} ms per device", flush=True)
+    finally:
+        http.terminate()
+        http.wait()
+        subprocess.run(["losetup", "-d", loop])
+        shutil.rmtree("/dev/shm/ipa-bench", ignore_errors=True)
+
+    write_report(a, results, size)
+    shutil.rmtree(w, ignore_errors=True)
+
+
+def write_report(a, r, size):
+    def ratio(x, y):
+        if x in r and y in r:
+            return f"{r[y]['s'] / r[x]['s']:.2f}×"
+        return "n/a"
+    mb = size * 1.048576
+    lines = [
+        "# ferrox-agent benchmarks",
+        "",
+        f"Latest run: {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {size} MiB image (GPT, a quarter random data, "
+        f"zeros after), served by `python3 -m http.server` on 127.0.0.1 to one loop device over a file; median of {a.reps}.",
+        "Reproduce: `sudo hack/bench-agent.py` (`--size-mb`, `--reps`). Speed ratios are (peer time / ferrox time): above 1 means ferrox is faster.",
+        "",
+        "| run | median s | MB/s of disk bytes | peak RSS MiB |",
+        "|---|---|---|---|",
+    ]
+    for k, v in r.items():
+        if "rss_kib" in v:
+            lines.append(f"| {k} | {v['s']:.2f} | {mb / v['s']:.0f} | {v['rss_kib'] // 1024} |")
+        else:
+            lines.append(f"| {k} | {v['s'] * 1000:.1f} ms | | |")
+    lines += [
+        "",
+        "| comparison | ratio | goal |",
+        "|---|---|---|",
+        f"| raw sha256: ferrox vs curl\\|dd (no verification) | {ratio('ferrox raw sha256', 'curl | dd oflag=direct')} | ≥ 0.95× |",
+        f"| raw sha256: ferrox vs IPA stream | {ratio('ferrox raw sha256', 'IPA 13.0.0 stream raw')} | ≥ 2.5× |",
+        f"| qcow2: ferrox vs IPA download + qemu-img | {ratio('ferrox qcow2 sha256', 'IPA 13.0.0 qcow2 (tmpfs+qemu-img)')} | ≥ 2× |",
+        f"| zstd raw: ferrox vs curl\\|dd of the raw | {ratio('ferrox zstd raw sha256', 'curl | dd oflag=direct')} | |",
+        f"| raw sha512: ferrox vs curl\\|dd | {ratio('ferrox raw sha512', 'curl | dd oflag=direct')} | |",
+        f"| inspect: ferrox vs IPA inventory | {ratio('ferrox inspect', 'IPA inventory')} | ≤ 50 ms |",
+        "",
+    ]
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
