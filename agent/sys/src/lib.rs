@@ -4,7 +4,9 @@
 //! definition of what it calls. No other crate of the agent may use `unsafe`.
 
 pub mod aligned;
+pub mod ata;
 pub mod blkid;
 pub mod block;
+pub mod nvme;
 
 pub use aligned::AlignedBuf;
