@@ -23,7 +23,10 @@ unsafe impl Sync for AlignedBuf {}
 
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf").field("cap", &self.cap).field("len", &self.len).finish()
+        f.debug_struct("AlignedBuf")
+            .field("cap", &self.cap)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -45,7 +48,11 @@ impl AlignedBuf {
 
     /// Sets the visible length. Panics past the capacity.
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.cap, "AlignedBuf::set_len({len}) beyond capacity {}", self.cap);
+        assert!(
+            len <= self.cap,
+            "AlignedBuf::set_len({len}) beyond capacity {}",
+            self.cap
+        );
         self.len = len;
     }
 

@@ -74,13 +74,19 @@ pub enum Protocol {
 /// Builds an ATA PASS-THROUGH (16) CDB for a 28-bit command with at most one 512-byte
 /// sector of PIO data. `ck_cond` asks the SATL to return the ATA registers in the sense data
 /// even on success, so the caller can check the ATA status.
-pub fn ata16_cdb(protocol: Protocol, command: u8, features: u8, count: u8, ck_cond: bool) -> [u8; 16] {
+pub fn ata16_cdb(
+    protocol: Protocol,
+    command: u8,
+    features: u8,
+    count: u8,
+    ck_cond: bool,
+) -> [u8; 16] {
     let mut cdb = [0u8; 16];
     cdb[0] = 0x85;
     cdb[1] = (protocol as u8) << 1; // MULTIPLE_COUNT 0, EXTEND 0
     let (t_dir, byt_blok, t_length) = match protocol {
         Protocol::NonData => (0, 0, 0),
-        Protocol::PioDataIn => (1, 1, 2),  // from device, in blocks, length in COUNT
+        Protocol::PioDataIn => (1, 1, 2), // from device, in blocks, length in COUNT
         Protocol::PioDataOut => (0, 1, 2), // to device, in blocks, length in COUNT
     };
     cdb[2] = (u8::from(ck_cond) << 5) | (t_dir << 3) | (byt_blok << 2) | t_length;
@@ -100,8 +106,15 @@ pub enum AtaError {
     Transport { command: u8, host: u16, driver: u16 },
     #[error("ATA command {command:#04x} aborted by the device: ATA status {status:#04x}, error {error:#04x}")]
     Device { command: u8, status: u8, error: u8 },
-    #[error("ATA command {command:#04x} rejected: sense key {key:#x}, ASC/ASCQ {asc:#04x}/{ascq:#04x}")]
-    Sense { command: u8, key: u8, asc: u8, ascq: u8 },
+    #[error(
+        "ATA command {command:#04x} rejected: sense key {key:#x}, ASC/ASCQ {asc:#04x}/{ascq:#04x}"
+    )]
+    Sense {
+        command: u8,
+        key: u8,
+        asc: u8,
+        ascq: u8,
+    },
     #[error("IDENTIFY DEVICE data failed its integrity checksum")]
     BadChecksum,
 }
@@ -110,9 +123,16 @@ pub enum AtaError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SenseVerdict {
     /// ATA registers returned: status and error.
-    AtaRegisters { status: u8, error: u8 },
+    AtaRegisters {
+        status: u8,
+        error: u8,
+    },
     /// Plain SCSI sense without ATA registers (e.g. ILLEGAL REQUEST: not an ATA device).
-    Scsi { key: u8, asc: u8, ascq: u8 },
+    Scsi {
+        key: u8,
+        asc: u8,
+        ascq: u8,
+    },
     None,
 }
 
@@ -131,7 +151,10 @@ pub fn decode_sense(sense: &[u8]) -> SenseVerdict {
             while i + 2 <= end {
                 let (code, len) = (sense[i], sense[i + 1] as usize);
                 if code == 0x09 && len >= 12 && i + 14 <= sense.len() {
-                    return SenseVerdict::AtaRegisters { error: sense[i + 3], status: sense[i + 13] };
+                    return SenseVerdict::AtaRegisters {
+                        error: sense[i + 3],
+                        status: sense[i + 13],
+                    };
                 }
                 i += 2 + len;
             }
@@ -139,11 +162,18 @@ pub fn decode_sense(sense: &[u8]) -> SenseVerdict {
         }
         0x70 | 0x71 => {
             let key = sense[2] & 0xf;
-            let (asc, ascq) = if sense.len() >= 14 { (sense[12], sense[13]) } else { (0, 0) };
+            let (asc, ascq) = if sense.len() >= 14 {
+                (sense[12], sense[13])
+            } else {
+                (0, 0)
+            };
             // SAT: ASC/ASCQ 00h/1Dh "ATA pass through information available"; the
             // INFORMATION field carries ERROR, STATUS, DEVICE, COUNT(7:0).
             if asc == 0x00 && ascq == 0x1d {
-                return SenseVerdict::AtaRegisters { error: sense[3], status: sense[4] };
+                return SenseVerdict::AtaRegisters {
+                    error: sense[3],
+                    status: sense[4],
+                };
             }
             SenseVerdict::Scsi { key, asc, ascq }
         }
@@ -152,29 +182,61 @@ pub fn decode_sense(sense: &[u8]) -> SenseVerdict {
 }
 
 /// Judges a finished SG_IO: `Ok` when the ATA command completed without ERR or DF.
-fn judge(command: u8, scsi_status: u8, host: u16, driver: u16, sense: &[u8]) -> Result<(), AtaError> {
+fn judge(
+    command: u8,
+    scsi_status: u8,
+    host: u16,
+    driver: u16,
+    sense: &[u8],
+) -> Result<(), AtaError> {
     // driver_status DRIVER_SENSE (0x08) only says sense data is present.
     if host != 0 || (driver & !0x08) != 0 {
-        return Err(AtaError::Transport { command, host, driver });
+        return Err(AtaError::Transport {
+            command,
+            host,
+            driver,
+        });
     }
     match decode_sense(sense) {
         SenseVerdict::AtaRegisters { status, error } => {
             // ERR (bit 0) or DEVICE FAULT (bit 5).
             if status & 0x21 != 0 {
-                return Err(AtaError::Device { command, status, error });
+                return Err(AtaError::Device {
+                    command,
+                    status,
+                    error,
+                });
             }
             Ok(())
         }
-        SenseVerdict::Scsi { key, asc, ascq } if scsi_status == SAM_STAT_CHECK_CONDITION || key != 0 => {
+        SenseVerdict::Scsi { key, asc, ascq }
+            if scsi_status == SAM_STAT_CHECK_CONDITION || key != 0 =>
+        {
             // RECOVERED ERROR with 00h/1Dh is success (handled above when decodable).
-            Err(AtaError::Sense { command, key, asc, ascq })
+            Err(AtaError::Sense {
+                command,
+                key,
+                asc,
+                ascq,
+            })
         }
-        _ if scsi_status == SAM_STAT_CHECK_CONDITION => Err(AtaError::Sense { command, key: 0, asc: 0, ascq: 0 }),
+        _ if scsi_status == SAM_STAT_CHECK_CONDITION => Err(AtaError::Sense {
+            command,
+            key: 0,
+            asc: 0,
+            ascq: 0,
+        }),
         _ => Ok(()),
     }
 }
 
-fn sg_io(file: &File, cdb: &[u8; 16], dir: libc::c_int, data: Option<&mut AlignedBuf>, timeout_ms: u32) -> Result<(), AtaError> {
+fn sg_io(
+    file: &File,
+    cdb: &[u8; 16],
+    dir: libc::c_int,
+    data: Option<&mut AlignedBuf>,
+    timeout_ms: u32,
+) -> Result<(), AtaError> {
     let mut sense = [0u8; 64];
     let (dxferp, dxfer_len) = match data {
         Some(buf) => (buf.as_mut_ptr() as *mut libc::c_void, buf.len() as u32),
@@ -213,7 +275,13 @@ fn sg_io(file: &File, cdb: &[u8; 16], dir: libc::c_int, data: Option<&mut Aligne
         return Err(AtaError::Ioctl(io::Error::last_os_error()));
     }
     let wr = (hdr.sb_len_wr as usize).min(sense.len());
-    judge(cdb[14], hdr.status, hdr.host_status, hdr.driver_status, &sense[..wr])
+    judge(
+        cdb[14],
+        hdr.status,
+        hdr.host_status,
+        hdr.driver_status,
+        &sense[..wr],
+    )
 }
 
 /// Security state (IDENTIFY word 128) and erase capabilities.
@@ -252,7 +320,11 @@ fn ata_string(words: &[u16]) -> String {
 /// Erase time (words 89/90): bit 15 set = extended format, minutes/2 in bits 14:0; else
 /// bits 7:0. 0 = not reported; the maximum means "more than" that.
 fn erase_time(w: u16) -> Option<u32> {
-    let v = if w & 0x8000 != 0 { u32::from(w & 0x7fff) } else { u32::from(w & 0xff) };
+    let v = if w & 0x8000 != 0 {
+        u32::from(w & 0x7fff)
+    } else {
+        u32::from(w & 0xff)
+    };
     (v != 0).then_some(v * 2)
 }
 
@@ -266,7 +338,10 @@ impl AtaIdentity {
         if b[510] == 0xa5 && b[..512].iter().fold(0u8, |a, &x| a.wrapping_add(x)) != 0 {
             return Err(AtaError::BadChecksum);
         }
-        let w: Vec<u16> = b[..512].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let w: Vec<u16> = b[..512]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
         let valid = |x: u16| x != 0 && x != 0xffff;
         let w128 = w[128];
         Ok(Self {
@@ -326,12 +401,22 @@ pub fn identify(file: &File) -> Result<AtaIdentity, AtaError> {
     let cdb = ata16_cdb(Protocol::PioDataIn, ATA_IDENTIFY_DEVICE, 0, 1, false);
     sg_io(file, &cdb, SG_DXFER_FROM_DEV, Some(&mut buf), 15_000)?;
     if buf.iter().all(|&b| b == 0) {
-        return Err(AtaError::Sense { command: ATA_IDENTIFY_DEVICE, key: 0, asc: 0, ascq: 0 });
+        return Err(AtaError::Sense {
+            command: ATA_IDENTIFY_DEVICE,
+            key: 0,
+            asc: 0,
+            ascq: 0,
+        });
     }
     AtaIdentity::parse(&buf)
 }
 
-fn data_out(file: &File, command: u8, payload: &[u8; 512], timeout_ms: u32) -> Result<(), AtaError> {
+fn data_out(
+    file: &File,
+    command: u8,
+    payload: &[u8; 512],
+    timeout_ms: u32,
+) -> Result<(), AtaError> {
     let mut buf = AlignedBuf::zeroed(512);
     buf.set_len(512);
     buf.copy_from_slice(payload);
@@ -341,26 +426,51 @@ fn data_out(file: &File, command: u8, payload: &[u8; 512], timeout_ms: u32) -> R
 
 /// SECURITY SET PASSWORD: sets the user password at security level High.
 pub fn set_user_password(file: &File, password: &[u8]) -> Result<(), AtaError> {
-    data_out(file, ATA_SECURITY_SET_PASSWORD, &security_payload(0, password), 15_000)
+    data_out(
+        file,
+        ATA_SECURITY_SET_PASSWORD,
+        &security_payload(0, password),
+        15_000,
+    )
 }
 
 /// SECURITY UNLOCK with the user password.
 pub fn unlock(file: &File, password: &[u8]) -> Result<(), AtaError> {
-    data_out(file, ATA_SECURITY_UNLOCK, &security_payload(0, password), 15_000)
+    data_out(
+        file,
+        ATA_SECURITY_UNLOCK,
+        &security_payload(0, password),
+        15_000,
+    )
 }
 
 /// SECURITY DISABLE PASSWORD with the user password (removes it; security disabled).
 pub fn disable_password(file: &File, password: &[u8]) -> Result<(), AtaError> {
-    data_out(file, ATA_SECURITY_DISABLE_PASSWORD, &security_payload(0, password), 15_000)
+    data_out(
+        file,
+        ATA_SECURITY_DISABLE_PASSWORD,
+        &security_payload(0, password),
+        15_000,
+    )
 }
 
 /// **Destroys all data.** SECURITY ERASE PREPARE immediately followed by SECURITY ERASE UNIT
 /// with the user password set by [`set_user_password`]. Blocks for the whole erase (minutes
 /// to hours), bounded by `timeout_ms`. On success the device clears the password itself.
-pub fn security_erase(file: &File, password: &[u8], enhanced: bool, timeout_ms: u32) -> Result<(), AtaError> {
+pub fn security_erase(
+    file: &File,
+    password: &[u8],
+    enhanced: bool,
+    timeout_ms: u32,
+) -> Result<(), AtaError> {
     let cdb = ata16_cdb(Protocol::NonData, ATA_SECURITY_ERASE_PREPARE, 0, 0, true);
     sg_io(file, &cdb, SG_DXFER_NONE, None, 15_000)?;
-    data_out(file, ATA_SECURITY_ERASE_UNIT, &security_payload(erase_unit_control(enhanced), password), timeout_ms)
+    data_out(
+        file,
+        ATA_SECURITY_ERASE_UNIT,
+        &security_payload(erase_unit_control(enhanced), password),
+        timeout_ms,
+    )
 }
 
 #[cfg(test)]
@@ -419,7 +529,10 @@ mod tests {
         let frozen = AtaIdentity::parse(&identify_words(|w| w[128] = 0b1001)).unwrap();
         assert!(frozen.erase_blocker().unwrap().contains("frozen"));
         let enabled = AtaIdentity::parse(&identify_words(|w| w[128] = 0b0011)).unwrap();
-        assert!(enabled.erase_blocker().unwrap().contains("password is already set"));
+        assert!(enabled
+            .erase_blocker()
+            .unwrap()
+            .contains("password is already set"));
         let locked = AtaIdentity::parse(&identify_words(|w| w[128] = 0b0111)).unwrap();
         assert!(locked.erase_blocker().unwrap().contains("locked"));
         let none = AtaIdentity::parse(&identify_words(|_| {})).unwrap();
@@ -444,24 +557,57 @@ mod tests {
     #[test]
     fn sense_decoding() {
         // Descriptor format, RECOVERED ERROR 00/1D, ATA status return descriptor, status 50h.
-        let mut s = vec![0x72, 0x01, 0x00, 0x1d, 0, 0, 0, 14, 0x09, 0x0c, 0, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0x40, 0x50];
-        assert_eq!(decode_sense(&s), SenseVerdict::AtaRegisters { status: 0x50, error: 0 });
+        let mut s = vec![
+            0x72, 0x01, 0x00, 0x1d, 0, 0, 0, 14, 0x09, 0x0c, 0, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0x40,
+            0x50,
+        ];
+        assert_eq!(
+            decode_sense(&s),
+            SenseVerdict::AtaRegisters {
+                status: 0x50,
+                error: 0
+            }
+        );
         judge(0xf4, SAM_STAT_CHECK_CONDITION, 0, 0x08, &s).unwrap();
         // Same with ERR set and ABRT in the error register.
         s[21] = 0x51;
         s[11] = 0x04;
         let e = judge(0xf4, SAM_STAT_CHECK_CONDITION, 0, 0x08, &s).unwrap_err();
-        assert_eq!(e.to_string(), "ATA command 0xf4 aborted by the device: ATA status 0x51, error 0x04");
+        assert_eq!(
+            e.to_string(),
+            "ATA command 0xf4 aborted by the device: ATA status 0x51, error 0x04"
+        );
         // ILLEGAL REQUEST, invalid opcode: not an ATA device.
         let s = [0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0x00];
-        assert_eq!(decode_sense(&s), SenseVerdict::Scsi { key: 5, asc: 0x20, ascq: 0 });
-        assert!(matches!(judge(0xec, SAM_STAT_CHECK_CONDITION, 0, 0x08, &s), Err(AtaError::Sense { key: 5, .. })));
+        assert_eq!(
+            decode_sense(&s),
+            SenseVerdict::Scsi {
+                key: 5,
+                asc: 0x20,
+                ascq: 0
+            }
+        );
+        assert!(matches!(
+            judge(0xec, SAM_STAT_CHECK_CONDITION, 0, 0x08, &s),
+            Err(AtaError::Sense { key: 5, .. })
+        ));
         // Fixed format with pass-through information.
-        let s = [0x70, 0, 0x01, 0x00, 0x50, 0x40, 0, 10, 0, 0, 0, 0, 0x00, 0x1d];
-        assert_eq!(decode_sense(&s), SenseVerdict::AtaRegisters { status: 0x50, error: 0 });
+        let s = [
+            0x70, 0, 0x01, 0x00, 0x50, 0x40, 0, 10, 0, 0, 0, 0, 0x00, 0x1d,
+        ];
+        assert_eq!(
+            decode_sense(&s),
+            SenseVerdict::AtaRegisters {
+                status: 0x50,
+                error: 0
+            }
+        );
         // Clean GOOD status with no sense.
         judge(0xec, 0, 0, 0, &[]).unwrap();
-        assert!(matches!(judge(0xec, 0, 0x07, 0, &[]), Err(AtaError::Transport { .. })));
+        assert!(matches!(
+            judge(0xec, 0, 0x07, 0, &[]),
+            Err(AtaError::Transport { .. })
+        ));
     }
 
     #[test]

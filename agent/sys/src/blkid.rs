@@ -92,7 +92,10 @@ pub enum BlkidError {
 }
 
 fn call_err(call: &'static str) -> BlkidError {
-    BlkidError::Call { call, source: io::Error::last_os_error() }
+    BlkidError::Call {
+        call,
+        source: io::Error::last_os_error(),
+    }
 }
 
 /// One signature found by the prober.
@@ -150,7 +153,8 @@ impl<'f> Probe<'f> {
         let probe = Probe { pr, _file: file };
         let p = probe.pr.as_ptr();
         // SAFETY: p is a live probe; file's fd stays open for 'f, which outlives the probe.
-        let rc = unsafe { ffi::blkid_probe_set_device(p, file.as_raw_fd(), offset as i64, size as i64) };
+        let rc =
+            unsafe { ffi::blkid_probe_set_device(p, file.as_raw_fd(), offset as i64, size as i64) };
         if rc != 0 {
             return Err(call_err("blkid_probe_set_device"));
         }
@@ -165,9 +169,32 @@ impl<'f> Probe<'f> {
             ffi::blkid_probe_enable_superblocks(p, 1);
             ffi::blkid_probe_set_superblocks_flags(p, sb_flags);
             ffi::blkid_probe_enable_partitions(p, 1);
-            ffi::blkid_probe_set_partitions_flags(p, ffi::BLKID_PARTS_MAGIC | ffi::BLKID_PARTS_FORCE_GPT);
+            ffi::blkid_probe_set_partitions_flags(
+                p,
+                ffi::BLKID_PARTS_MAGIC | ffi::BLKID_PARTS_FORCE_GPT,
+            );
         }
         Ok(probe)
+    }
+
+    /// A value as raw bytes (binary values such as `SBMAGIC` are not UTF-8): `len` bytes,
+    /// without a trailing NUL.
+    fn lookup_bytes(&self, name: &str) -> Option<Vec<u8>> {
+        let cname = CString::new(name).ok()?;
+        let mut data: *const libc::c_char = std::ptr::null();
+        let mut len: libc::size_t = 0;
+        // SAFETY: as in `lookup`; libblkid sets len to the length of the value's data, which
+        // data points to (owned by the probe); we copy it out immediately.
+        let rc = unsafe {
+            ffi::blkid_probe_lookup_value(self.pr.as_ptr(), cname.as_ptr(), &mut data, &mut len)
+        };
+        if rc != 0 || data.is_null() {
+            return None;
+        }
+        // SAFETY: data points to `len` readable bytes owned by the probe (see above).
+        let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, len) };
+        let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+        Some(bytes.to_vec())
     }
 
     fn lookup(&self, name: &str) -> Option<String> {
@@ -177,12 +204,18 @@ impl<'f> Probe<'f> {
         // SAFETY: p is live; cname is NUL-terminated; data/len point to live locals. On success
         // libblkid points data at a NUL-terminated string owned by the probe, valid until the
         // next probe call, and we copy it out immediately.
-        let rc = unsafe { ffi::blkid_probe_lookup_value(self.pr.as_ptr(), cname.as_ptr(), &mut data, &mut len) };
+        let rc = unsafe {
+            ffi::blkid_probe_lookup_value(self.pr.as_ptr(), cname.as_ptr(), &mut data, &mut len)
+        };
         if rc != 0 || data.is_null() {
             return None;
         }
         // SAFETY: data is a NUL-terminated string owned by the probe (see above).
-        Some(unsafe { CStr::from_ptr(data) }.to_string_lossy().into_owned())
+        Some(
+            unsafe { CStr::from_ptr(data) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 
     /// Probes for the next signature. `Ok(None)` when nothing (more) is found.
@@ -199,12 +232,17 @@ impl<'f> Probe<'f> {
 
     fn current(&self) -> Signature {
         let (kind, offset, magic_hex, usage) = if let Some(t) = self.lookup("TYPE") {
-            (t, self.lookup("SBMAGIC_OFFSET"), self.lookup("SBMAGIC"), self.lookup("USAGE"))
+            (
+                t,
+                self.lookup("SBMAGIC_OFFSET"),
+                self.lookup_bytes("SBMAGIC"),
+                self.lookup("USAGE"),
+            )
         } else {
             (
                 self.lookup("PTTYPE").unwrap_or_else(|| "unknown".into()),
                 self.lookup("PTMAGIC_OFFSET"),
-                self.lookup("PTMAGIC"),
+                self.lookup_bytes("PTMAGIC"),
                 Some("partition table".into()),
             )
         };
@@ -212,7 +250,9 @@ impl<'f> Probe<'f> {
             kind,
             usage: usage.unwrap_or_default(),
             offset: offset.and_then(|o| o.parse().ok()).unwrap_or(0),
-            magic_hex: magic_hex.map(|m| m.bytes().map(|b| format!("{b:02x}")).collect()).unwrap_or_default(),
+            magic_hex: magic_hex
+                .map(|m| m.iter().map(|b| format!("{b:02x}")).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -296,6 +336,7 @@ mod tests {
         let sig = probe.next_signature().unwrap().expect("swap found");
         assert_eq!(sig.kind, "swap");
         assert_eq!(sig.offset, 4086);
+        assert_eq!(sig.magic_hex, "53574150535041434532"); // "SWAPSPACE2"
         probe.wipe_current().unwrap();
         assert_eq!(probe.next_signature().unwrap(), None);
         drop(probe);

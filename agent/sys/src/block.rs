@@ -47,7 +47,11 @@ pub fn open(path: &Path, mode: OpenMode) -> io::Result<File> {
     if mode.exclusive {
         flags |= libc::O_EXCL;
     }
-    OpenOptions::new().read(true).write(mode.write).custom_flags(flags).open(path)
+    OpenOptions::new()
+        .read(true)
+        .write(mode.write)
+        .custom_flags(flags)
+        .open(path)
 }
 
 /// Whether `file` is a block device (as opposed to a regular file used as a stand-in).
@@ -187,7 +191,14 @@ mod tests {
     fn regular_file_fallbacks() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&[1u8; 8192]).unwrap();
-        let file = open(f.path(), OpenMode { write: true, ..Default::default() }).unwrap();
+        let file = open(
+            f.path(),
+            OpenMode {
+                write: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(!is_block_device(&file).unwrap());
         assert_eq!(size_bytes(&file).unwrap(), 8192);
         assert_eq!(logical_block_size(&file).unwrap(), 512);

@@ -100,7 +100,13 @@ fn admin(file: &File, cmd: &mut PassthruCmd) -> Result<u32, NvmeError> {
     // a live, correctly laid out 72-byte struct (checked by the const assert above). When
     // `addr`/`data_len` are set, they describe an AlignedBuf the caller keeps alive and
     // exclusively borrowed for the duration of this call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), NVME_IOCTL_ADMIN_CMD as _, cmd as *mut PassthruCmd) };
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            NVME_IOCTL_ADMIN_CMD as _,
+            cmd as *mut PassthruCmd,
+        )
+    };
     if rc < 0 {
         return Err(NvmeError::Ioctl(io::Error::last_os_error()));
     }
@@ -129,7 +135,10 @@ pub fn namespace_id(file: &File) -> io::Result<Option<u32>> {
     if rc < 0 {
         let err = io::Error::last_os_error();
         return match err.raw_os_error() {
-            Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => Ok(None),
+            Some(libc::ENOTTY)
+            | Some(libc::EINVAL)
+            | Some(libc::ENOSYS)
+            | Some(libc::EOPNOTSUPP) => Ok(None),
             _ => Err(err),
         };
     }
@@ -148,7 +157,9 @@ fn le64(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 fn ascii(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).trim_matches(|c: char| c == ' ' || c == '\0').to_string()
+    String::from_utf8_lossy(b)
+        .trim_matches(|c: char| c == ' ' || c == '\0')
+        .to_string()
 }
 
 /// The parts of the Identify Controller data structure (4096 bytes) an erase needs.
@@ -234,8 +245,16 @@ impl IdentifyNamespace {
             return None;
         }
         let nlbaf = b[25];
-        let lbads = (0..=nlbaf.min(63) as usize).map(|i| b[128 + 4 * i + 2]).collect();
-        Some(Self { nsze: le64(b, 0), nlbaf, flbas: b[26], dps: b[29], lbads })
+        let lbads = (0..=nlbaf.min(63) as usize)
+            .map(|i| b[128 + 4 * i + 2])
+            .collect();
+        Some(Self {
+            nsze: le64(b, 0),
+            nlbaf,
+            flbas: b[26],
+            dps: b[29],
+            lbads,
+        })
     }
 
     /// The index of the LBA format in use.
@@ -371,7 +390,11 @@ impl SanitizeStatus {
             4 => SanitizeState::CompletedNoDeallocate,
             n => SanitizeState::Unknown(n as u8),
         };
-        Some(Self { progress: le16(b, 0), state, passes: ((sstat >> 3) & 0x1f) as u8 })
+        Some(Self {
+            progress: le16(b, 0),
+            state,
+            passes: ((sstat >> 3) & 0x1f) as u8,
+        })
     }
 }
 
@@ -383,26 +406,43 @@ pub fn get_log_page_cdw10(lid: u8, len: usize) -> u32 {
 
 /// Identify Controller (CNS 01h).
 pub fn identify_controller(file: &File) -> Result<IdentifyController, NvmeError> {
-    let cmd = PassthruCmd { opcode: OPC_IDENTIFY, cdw10: CNS_CONTROLLER, ..Default::default() };
+    let cmd = PassthruCmd {
+        opcode: OPC_IDENTIFY,
+        cdw10: CNS_CONTROLLER,
+        ..Default::default()
+    };
     let buf = admin_read(file, cmd, IdentifyController::LEN)?;
     Ok(IdentifyController::parse(&buf).expect("buffer has LEN bytes"))
 }
 
 /// Identify Namespace (CNS 00h) for `nsid`.
 pub fn identify_namespace(file: &File, nsid: u32) -> Result<IdentifyNamespace, NvmeError> {
-    let cmd = PassthruCmd { opcode: OPC_IDENTIFY, nsid, cdw10: CNS_NAMESPACE, ..Default::default() };
+    let cmd = PassthruCmd {
+        opcode: OPC_IDENTIFY,
+        nsid,
+        cdw10: CNS_NAMESPACE,
+        ..Default::default()
+    };
     let buf = admin_read(file, cmd, IdentifyNamespace::LEN)?;
     Ok(IdentifyNamespace::parse(&buf).expect("buffer has LEN bytes"))
 }
 
 /// Parses an Active Namespace ID list (1024 little-endian IDs, zero-terminated).
 pub fn parse_ns_list(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).take_while(|&id| id != 0).collect()
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .take_while(|&id| id != 0)
+        .collect()
 }
 
 /// The active namespace IDs of the controller (CNS 02h, first 1024).
 pub fn active_namespaces(file: &File) -> Result<Vec<u32>, NvmeError> {
-    let cmd = PassthruCmd { opcode: OPC_IDENTIFY, nsid: 0, cdw10: CNS_ACTIVE_NS_LIST, ..Default::default() };
+    let cmd = PassthruCmd {
+        opcode: OPC_IDENTIFY,
+        nsid: 0,
+        cdw10: CNS_ACTIVE_NS_LIST,
+        ..Default::default()
+    };
     let buf = admin_read(file, cmd, 4096)?;
     Ok(parse_ns_list(&buf))
 }
@@ -410,15 +450,31 @@ pub fn active_namespaces(file: &File) -> Result<Vec<u32>, NvmeError> {
 /// **Destroys data.** Format NVM on `nsid` with the given settings. Blocks until the
 /// controller completes it (a user-data erase can take as long as writing the whole drive),
 /// bounded by `timeout_ms`.
-pub fn format_nvm(file: &File, nsid: u32, params: FormatNvm, timeout_ms: u32) -> Result<(), NvmeError> {
-    let mut cmd = PassthruCmd { opcode: OPC_FORMAT_NVM, nsid, cdw10: params.cdw10(), timeout_ms, ..Default::default() };
+pub fn format_nvm(
+    file: &File,
+    nsid: u32,
+    params: FormatNvm,
+    timeout_ms: u32,
+) -> Result<(), NvmeError> {
+    let mut cmd = PassthruCmd {
+        opcode: OPC_FORMAT_NVM,
+        nsid,
+        cdw10: params.cdw10(),
+        timeout_ms,
+        ..Default::default()
+    };
     admin(file, &mut cmd).map(|_| ())
 }
 
 /// **Destroys data on every namespace of the NVM subsystem.** Starts a sanitize; it runs in
 /// the background — poll [`sanitize_status`] until it leaves `InProgress`.
 pub fn sanitize(file: &File, params: Sanitize) -> Result<(), NvmeError> {
-    let mut cmd = PassthruCmd { opcode: OPC_SANITIZE, nsid: 0, cdw10: params.cdw10(), ..Default::default() };
+    let mut cmd = PassthruCmd {
+        opcode: OPC_SANITIZE,
+        nsid: 0,
+        cdw10: params.cdw10(),
+        ..Default::default()
+    };
     admin(file, &mut cmd).map(|_| ())
 }
 
@@ -481,7 +537,16 @@ mod tests {
         assert_eq!(ns.current_lbaf(), 1);
         assert_eq!(ns.block_size(), Some(4096));
         let f = ns.format_keeping_layout(SecureErase::Cryptographic);
-        assert_eq!(f, FormatNvm { lbaf: 1, mset: false, pi: 0, pil: false, ses: SecureErase::Cryptographic });
+        assert_eq!(
+            f,
+            FormatNvm {
+                lbaf: 1,
+                mset: false,
+                pi: 0,
+                pil: false,
+                ses: SecureErase::Cryptographic
+            }
+        );
         assert_eq!(f.cdw10(), 0x401); // SES=2 at bits 11:9, LBAF 1
     }
 
@@ -496,14 +561,32 @@ mod tests {
         assert_eq!(ns.current_lbaf(), 18);
         assert_eq!(ns.block_size(), Some(4096));
         let f = ns.format_keeping_layout(SecureErase::UserData);
-        assert_eq!(f, FormatNvm { lbaf: 18, mset: true, pi: 1, pil: true, ses: SecureErase::UserData });
+        assert_eq!(
+            f,
+            FormatNvm {
+                lbaf: 18,
+                mset: true,
+                pi: 1,
+                pil: true,
+                ses: SecureErase::UserData
+            }
+        );
         // LBAFL=2, MSET, PI=1 <<5, PIL <<8, SES=1 <<9, LBAFU=1 <<12
         assert_eq!(f.cdw10(), 2 | 1 << 4 | 1 << 5 | 1 << 8 | 1 << 9 | 1 << 12);
     }
 
     #[test]
     fn format_cdw10_table() {
-        let f = |lbaf, ses| FormatNvm { lbaf, mset: false, pi: 0, pil: false, ses }.cdw10();
+        let f = |lbaf, ses| {
+            FormatNvm {
+                lbaf,
+                mset: false,
+                pi: 0,
+                pil: false,
+                ses,
+            }
+            .cdw10()
+        };
         assert_eq!(f(0, SecureErase::None), 0);
         assert_eq!(f(0, SecureErase::UserData), 0x200);
         assert_eq!(f(0, SecureErase::Cryptographic), 0x400);
@@ -512,11 +595,22 @@ mod tests {
 
     #[test]
     fn sanitize_cdw10_table() {
-        let s = |action, ause, owpass, ndas| Sanitize { action, ause, owpass, ndas }.cdw10();
+        let s = |action, ause, owpass, ndas| {
+            Sanitize {
+                action,
+                ause,
+                owpass,
+                ndas,
+            }
+            .cdw10()
+        };
         assert_eq!(s(SanitizeAction::CryptoErase, false, 0, false), 4);
         assert_eq!(s(SanitizeAction::BlockErase, true, 0, false), 2 | 8);
         assert_eq!(s(SanitizeAction::Overwrite, false, 3, false), 3 | 3 << 4);
-        assert_eq!(s(SanitizeAction::ExitFailureMode, false, 0, true), 1 | 1 << 9);
+        assert_eq!(
+            s(SanitizeAction::ExitFailureMode, false, 0, true),
+            1 | 1 << 9
+        );
     }
 
     #[test]
@@ -525,9 +619,19 @@ mod tests {
         put(&mut b, 0, &0x8000u16.to_le_bytes());
         put(&mut b, 2, &(2u16 | 3 << 3).to_le_bytes());
         let s = SanitizeStatus::parse(&b).unwrap();
-        assert_eq!(s, SanitizeStatus { progress: 0x8000, state: SanitizeState::InProgress, passes: 3 });
+        assert_eq!(
+            s,
+            SanitizeStatus {
+                progress: 0x8000,
+                state: SanitizeState::InProgress,
+                passes: 3
+            }
+        );
         put(&mut b, 2, &1u16.to_le_bytes());
-        assert_eq!(SanitizeStatus::parse(&b).unwrap().state, SanitizeState::Completed);
+        assert_eq!(
+            SanitizeStatus::parse(&b).unwrap().state,
+            SanitizeState::Completed
+        );
         // 512 bytes = 128 dwords → NUMDL 127.
         assert_eq!(get_log_page_cdw10(0x81, 512), 0x81 | 127 << 16);
     }
@@ -545,7 +649,10 @@ mod tests {
         assert_eq!(status_name(0x0002), "invalid field in command");
         assert_eq!(status_name(0x010a), "invalid format");
         let e = NvmeError::Status { status: 0x1d };
-        assert_eq!(e.to_string(), "NVMe command failed with status 0x001d (sanitize in progress)");
+        assert_eq!(
+            e.to_string(),
+            "NVMe command failed with status 0x001d (sanitize in progress)"
+        );
     }
 
     #[test]

@@ -46,8 +46,14 @@ pub enum WipeError {
         #[source]
         source: BlkidError,
     },
-    #[error("signatures keep reappearing on the {location} of {device}; gave up after {limit} erasures")]
-    TooManySignatures { device: PathBuf, location: String, limit: usize },
+    #[error(
+        "signatures keep reappearing on the {location} of {device}; gave up after {limit} erasures"
+    )]
+    TooManySignatures {
+        device: PathBuf,
+        location: String,
+        limit: usize,
+    },
     #[error("writing zeroes to {len} bytes at byte {offset} of {device}")]
     Write {
         device: PathBuf,
@@ -78,7 +84,11 @@ pub enum WipeError {
     #[error("signatures remain on {device} after the wipe: {found}")]
     Remains { device: PathBuf, found: String },
     #[error("{device} does not read back zeroes at byte {offset} after {method}")]
-    NotZero { device: PathBuf, offset: u64, method: FullMethod },
+    NotZero {
+        device: PathBuf,
+        offset: u64,
+        method: FullMethod,
+    },
     #[error("{method} on {device}")]
     Method {
         device: PathBuf,

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use agent_sys::ata::{self, AtaIdentity};
 use agent_sys::block;
-use agent_sys::nvme::{self, IdentifyController, IdentifyNamespace, SanitizeAction, SanitizeState, SecureErase};
+use agent_sys::nvme::{
+    self, IdentifyController, IdentifyNamespace, SanitizeAction, SanitizeState, SecureErase,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::guard::Target;
@@ -84,7 +86,10 @@ impl FullMethod {
 
     /// Whether the method promises that the device reads back zeroes afterwards (checked).
     fn promises_zeroes(self) -> bool {
-        matches!(self, Self::Discard | Self::WriteZeroes | Self::PunchHole | Self::ZeroOverwrite)
+        matches!(
+            self,
+            Self::Discard | Self::WriteZeroes | Self::PunchHole | Self::ZeroOverwrite
+        )
     }
 }
 
@@ -139,22 +144,31 @@ pub fn plan(caps: &Capabilities) -> Plan {
             Some(k) => Some(format!("the controller has {k} active namespaces")),
             None => Some("the controller's active namespaces could not be listed".to_string()),
         };
-        let format_hits_others = c.secure_erase_applies_to_all_namespaces() || c.format_applies_to_all_namespaces();
+        let format_hits_others =
+            c.secure_erase_applies_to_all_namespaces() || c.format_applies_to_all_namespaces();
         let format_ok = |m| -> Result<(), String> {
             if !c.format_supported() {
                 return Err("the controller does not support Format NVM".into());
             }
             if let (true, Some(why)) = (format_hits_others, &others) {
-                return Err(format!("{why} and its format erases all of them (FNA {:#x})", c.fna));
+                return Err(format!(
+                    "{why} and its format erases all of them (FNA {:#x})",
+                    c.fna
+                ));
             }
             if m == NvmeFormatCryptoErase && !c.format_crypto_erase_supported() {
-                return Err("the controller does not support cryptographic erase by format (FNA bit 2)".into());
+                return Err(
+                    "the controller does not support cryptographic erase by format (FNA bit 2)"
+                        .into(),
+                );
             }
             Ok(())
         };
         let sanitize_ok = |supported: bool, what: &str| -> Result<(), String> {
             if !supported {
-                return Err(format!("the controller does not support sanitize {what} (SANICAP)"));
+                return Err(format!(
+                    "the controller does not support sanitize {what} (SANICAP)"
+                ));
             }
             if let Some(why) = &others {
                 return Err(format!("{why} and sanitize erases the whole NVM subsystem"));
@@ -163,8 +177,14 @@ pub fn plan(caps: &Capabilities) -> Plan {
         };
         let nvme = [
             (NvmeFormatCryptoErase, format_ok(NvmeFormatCryptoErase)),
-            (NvmeSanitizeCryptoErase, sanitize_ok(c.sanitize_crypto_supported(), "crypto erase")),
-            (NvmeSanitizeBlockErase, sanitize_ok(c.sanitize_block_erase_supported(), "block erase")),
+            (
+                NvmeSanitizeCryptoErase,
+                sanitize_ok(c.sanitize_crypto_supported(), "crypto erase"),
+            ),
+            (
+                NvmeSanitizeBlockErase,
+                sanitize_ok(c.sanitize_block_erase_supported(), "block erase"),
+            ),
             (NvmeFormatUserDataErase, format_ok(NvmeFormatUserDataErase)),
         ];
         for (m, verdict) in nvme {
@@ -185,7 +205,10 @@ pub fn plan(caps: &Capabilities) -> Plan {
                 if a.enhanced_erase_supported {
                     methods.push(AtaEnhancedSecurityErase);
                 } else {
-                    skip(AtaEnhancedSecurityErase, "the drive does not support the enhanced erase".into());
+                    skip(
+                        AtaEnhancedSecurityErase,
+                        "the drive does not support the enhanced erase".into(),
+                    );
                 }
                 methods.push(AtaSecurityErase);
             }
@@ -202,7 +225,10 @@ pub fn plan(caps: &Capabilities) -> Plan {
         if caps.write_zeroes {
             methods.push(WriteZeroes);
         } else {
-            skip(WriteZeroes, "the device does not offload write-zeroes".into());
+            skip(
+                WriteZeroes,
+                "the device does not offload write-zeroes".into(),
+            );
         }
     } else {
         methods.push(PunchHole);
@@ -217,40 +243,64 @@ fn sysfs_u64(target: &Target, sys_root: &Path, file: &str) -> Option<u64> {
         .ok()?;
     let dir = sys_root.join(format!("dev/block/{major}:{minor}"));
     // A partition has no queue of its own: its disk's is one level up.
-    [dir.join("queue").join(file), dir.join("../queue").join(file)]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .and_then(|s| s.trim().parse().ok())
+    [
+        dir.join("queue").join(file),
+        dir.join("../queue").join(file),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .and_then(|s| s.trim().parse().ok())
 }
 
 /// Asks the device what it supports. Never writes.
-fn capabilities(file: &File, target: &Target, opts: &WipeOptions, report: &mut DeviceReport) -> Capabilities {
-    let mut caps = Capabilities { block_device: target.is_block_device, ..Default::default() };
+fn capabilities(
+    file: &File,
+    target: &Target,
+    opts: &WipeOptions,
+    report: &mut DeviceReport,
+) -> Capabilities {
+    let mut caps = Capabilities {
+        block_device: target.is_block_device,
+        ..Default::default()
+    };
     if !target.is_block_device {
         return caps;
     }
     caps.discard = sysfs_u64(target, &opts.guard.sys_root, "discard_max_bytes").unwrap_or(0) > 0;
-    caps.write_zeroes = sysfs_u64(target, &opts.guard.sys_root, "write_zeroes_max_bytes").unwrap_or(0) > 0;
+    caps.write_zeroes =
+        sysfs_u64(target, &opts.guard.sys_root, "write_zeroes_max_bytes").unwrap_or(0) > 0;
     match nvme::namespace_id(file) {
         Ok(Some(nsid)) => {
-            let ident = nvme::identify_controller(file).and_then(|c| Ok((c, nvme::identify_namespace(file, nsid)?)));
+            let ident = nvme::identify_controller(file)
+                .and_then(|c| Ok((c, nvme::identify_namespace(file, nsid)?)));
             match ident {
                 Ok((controller, namespace)) => {
                     let active_namespaces = nvme::active_namespaces(file).ok().map(|l| l.len());
-                    caps.nvme = Some(NvmeCaps { nsid, controller, namespace, active_namespaces });
+                    caps.nvme = Some(NvmeCaps {
+                        nsid,
+                        controller,
+                        namespace,
+                        active_namespaces,
+                    });
                 }
-                Err(e) => report.notes.push(format!("NVMe identify failed: {}", error_chain(&e))),
+                Err(e) => report
+                    .notes
+                    .push(format!("NVMe identify failed: {}", error_chain(&e))),
             }
             return caps;
         }
         Ok(None) => {}
-        Err(e) => report.notes.push(format!("NVMe namespace query failed: {e}")),
+        Err(e) => report
+            .notes
+            .push(format!("NVMe namespace query failed: {e}")),
     }
     match ata::identify(file) {
         Ok(id) => caps.ata = Some(id),
         // Not an ATA device (no SG_IO, or the SCSI layer rejects ATA PASS-THROUGH): expected.
         Err(ata::AtaError::Ioctl(_)) | Err(ata::AtaError::Sense { .. }) => {}
-        Err(e) => report.notes.push(format!("ATA IDENTIFY failed: {}", error_chain(&e))),
+        Err(e) => report
+            .notes
+            .push(format!("ATA IDENTIFY failed: {}", error_chain(&e))),
     }
     caps
 }
@@ -299,7 +349,12 @@ fn ranged(
     Ok(())
 }
 
-fn nvme_format(file: &File, caps: &NvmeCaps, ses: SecureErase, rep: &mut Reporter) -> Result<(), BoxError> {
+fn nvme_format(
+    file: &File,
+    caps: &NvmeCaps,
+    ses: SecureErase,
+    rep: &mut Reporter,
+) -> Result<(), BoxError> {
     let params = caps.namespace.format_keeping_layout(ses);
     rep.phase(0, &format!("nvme format (secure erase {ses:?})"));
     // A crypto erase takes seconds; a user-data erase may take as long as writing the drive.
@@ -307,63 +362,117 @@ fn nvme_format(file: &File, caps: &NvmeCaps, ses: SecureErase, rep: &mut Reporte
         SecureErase::Cryptographic => 10 * 60 * 1000,
         _ => 12 * 3600 * 1000,
     };
-    nvme::format_nvm(file, caps.nsid, params, timeout_ms)
-        .map_err(|source| MethodError::Nvme { what: "Format NVM", source })?;
+    nvme::format_nvm(file, caps.nsid, params, timeout_ms).map_err(|source| MethodError::Nvme {
+        what: "Format NVM",
+        source,
+    })?;
     Ok(())
 }
 
-fn nvme_sanitize(file: &File, action: SanitizeAction, size: u64, rep: &mut Reporter) -> Result<(), BoxError> {
-    let status = nvme::sanitize_status(file).map_err(|source| MethodError::Nvme { what: "reading the sanitize log", source })?;
+fn nvme_sanitize(
+    file: &File,
+    action: SanitizeAction,
+    size: u64,
+    rep: &mut Reporter,
+) -> Result<(), BoxError> {
+    let status = nvme::sanitize_status(file).map_err(|source| MethodError::Nvme {
+        what: "reading the sanitize log",
+        source,
+    })?;
     if status.state == SanitizeState::InProgress {
         return Err(MethodError::Msg("a sanitize is already in progress".into()).into());
     }
     // AUSE: a failed sanitize may be left with Exit Failure Mode, so the drive stays usable
     // for the next method instead of refusing everything but another sanitize.
-    let params = nvme::Sanitize { action, ause: true, owpass: 0, ndas: false };
+    let params = nvme::Sanitize {
+        action,
+        ause: true,
+        owpass: 0,
+        ndas: false,
+    };
     let phase = format!("nvme sanitize ({action:?})");
     rep.phase(0, &phase);
-    nvme::sanitize(file, params).map_err(|source| MethodError::Nvme { what: "Sanitize", source })?;
+    nvme::sanitize(file, params).map_err(|source| MethodError::Nvme {
+        what: "Sanitize",
+        source,
+    })?;
     let deadline = Instant::now() + Duration::from_secs(24 * 3600);
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let s = nvme::sanitize_status(file).map_err(|source| MethodError::Nvme { what: "reading the sanitize log", source })?;
+        let s = nvme::sanitize_status(file).map_err(|source| MethodError::Nvme {
+            what: "reading the sanitize log",
+            source,
+        })?;
         match s.state {
             SanitizeState::InProgress if Instant::now() < deadline => {
                 rep.update(size / 65536 * u64::from(s.progress), &phase);
             }
             SanitizeState::Completed | SanitizeState::CompletedNoDeallocate => return Ok(()),
             SanitizeState::Failed => {
-                let exit = nvme::Sanitize { action: SanitizeAction::ExitFailureMode, ause: true, owpass: 0, ndas: false };
+                let exit = nvme::Sanitize {
+                    action: SanitizeAction::ExitFailureMode,
+                    ause: true,
+                    owpass: 0,
+                    ndas: false,
+                };
                 let cleanup = match nvme::sanitize(file, exit) {
                     Ok(()) => "the drive was taken out of sanitize failure mode".to_string(),
-                    Err(e) => format!("leaving sanitize failure mode also failed ({})", error_chain(&e)),
+                    Err(e) => format!(
+                        "leaving sanitize failure mode also failed ({})",
+                        error_chain(&e)
+                    ),
                 };
                 return Err(MethodError::Msg(format!("the sanitize failed; {cleanup}")).into());
             }
-            other => return Err(MethodError::Msg(format!("unexpected sanitize state {other:?}")).into()),
+            other => {
+                return Err(MethodError::Msg(format!("unexpected sanitize state {other:?}")).into())
+            }
         }
     }
 }
 
 /// ATA security erase: set a user password, erase (which clears it), and on any failure try
 /// to leave the drive without a password.
-fn ata_erase(file: &File, id: &AtaIdentity, enhanced: bool, rep: &mut Reporter) -> Result<(), BoxError> {
+fn ata_erase(
+    file: &File,
+    id: &AtaIdentity,
+    enhanced: bool,
+    rep: &mut Reporter,
+) -> Result<(), BoxError> {
     if let Some(why) = id.erase_blocker() {
         return Err(MethodError::Msg(why.into()).into());
     }
-    let minutes = if enhanced { id.enhanced_erase_minutes } else { id.erase_minutes };
+    let minutes = if enhanced {
+        id.enhanced_erase_minutes
+    } else {
+        id.erase_minutes
+    };
     // The drive's own estimate, doubled, plus ten minutes; 12 h when it gives none.
-    let timeout_ms = minutes.map_or(12 * 3600 * 1000u64, |m| (u64::from(m) * 2 + 10) * 60 * 1000).min(u64::from(u32::MAX)) as u32;
-    ata::set_user_password(file, ATA_PASSWORD)
-        .map_err(|source| MethodError::Ata { what: "SECURITY SET PASSWORD".into(), source })?;
-    rep.phase(0, &format!("ata security erase (drive estimates {} min)", minutes.map_or("?".into(), |m| m.to_string())));
+    let timeout_ms = minutes
+        .map_or(12 * 3600 * 1000u64, |m| (u64::from(m) * 2 + 10) * 60 * 1000)
+        .min(u64::from(u32::MAX)) as u32;
+    ata::set_user_password(file, ATA_PASSWORD).map_err(|source| MethodError::Ata {
+        what: "SECURITY SET PASSWORD".into(),
+        source,
+    })?;
+    rep.phase(
+        0,
+        &format!(
+            "ata security erase (drive estimates {} min)",
+            minutes.map_or("?".into(), |m| m.to_string())
+        ),
+    );
     let erased = ata::security_erase(file, ATA_PASSWORD, enhanced, timeout_ms);
     // Whatever happened, the drive must not be left with our password.
     let after = ata::identify(file);
     let still_enabled = after.as_ref().map(|a| a.security_enabled).unwrap_or(true);
     let cleanup = if still_enabled {
         let locked = after.as_ref().map(|a| a.locked).unwrap_or(false);
-        let unlocked = if locked { ata::unlock(file, ATA_PASSWORD) } else { Ok(()) };
+        let unlocked = if locked {
+            ata::unlock(file, ATA_PASSWORD)
+        } else {
+            Ok(())
+        };
         match unlocked.and_then(|()| ata::disable_password(file, ATA_PASSWORD)) {
             Ok(()) => Ok("the user password was removed again".to_string()),
             Err(e) => Err(format!(
@@ -379,7 +488,11 @@ fn ata_erase(file: &File, id: &AtaIdentity, enhanced: bool, rep: &mut Reporter) 
         (Ok(()), Err(c)) => Err(MethodError::Msg(format!("the erase completed but {c}")).into()),
         (Err(source), c) => {
             let c = c.unwrap_or_else(|e| e);
-            Err(MethodError::Ata { what: format!("SECURITY ERASE UNIT ({c})"), source }.into())
+            Err(MethodError::Ata {
+                what: format!("SECURITY ERASE UNIT ({c})"),
+                source,
+            }
+            .into())
         }
     }
 }
@@ -394,13 +507,29 @@ fn run(
     rep: &mut Reporter,
 ) -> Result<(), WipeError> {
     let device = &target.path;
-    let merr = |source: BoxError| WipeError::Method { device: device.clone(), method, source };
-    let nvme = || caps.nvme.as_ref().ok_or_else(|| merr(MethodError::Msg("not an NVMe namespace".into()).into()));
-    let ata_id = || caps.ata.as_ref().ok_or_else(|| merr(MethodError::Msg("not an ATA device".into()).into()));
+    let merr = |source: BoxError| WipeError::Method {
+        device: device.clone(),
+        method,
+        source,
+    };
+    let nvme = || {
+        caps.nvme
+            .as_ref()
+            .ok_or_else(|| merr(MethodError::Msg("not an NVMe namespace".into()).into()))
+    };
+    let ata_id = || {
+        caps.ata
+            .as_ref()
+            .ok_or_else(|| merr(MethodError::Msg("not an ATA device".into()).into()))
+    };
     let phase = method.name();
     match method {
-        FullMethod::NvmeFormatCryptoErase => nvme_format(file, nvme()?, SecureErase::Cryptographic, rep).map_err(merr),
-        FullMethod::NvmeFormatUserDataErase => nvme_format(file, nvme()?, SecureErase::UserData, rep).map_err(merr),
+        FullMethod::NvmeFormatCryptoErase => {
+            nvme_format(file, nvme()?, SecureErase::Cryptographic, rep).map_err(merr)
+        }
+        FullMethod::NvmeFormatUserDataErase => {
+            nvme_format(file, nvme()?, SecureErase::UserData, rep).map_err(merr)
+        }
         FullMethod::NvmeSanitizeCryptoErase => {
             nvme()?;
             nvme_sanitize(file, SanitizeAction::CryptoErase, size, rep).map_err(merr)
@@ -411,10 +540,18 @@ fn run(
         }
         FullMethod::AtaEnhancedSecurityErase => ata_erase(file, ata_id()?, true, rep).map_err(merr),
         FullMethod::AtaSecurityErase => ata_erase(file, ata_id()?, false, rep).map_err(merr),
-        FullMethod::SecureDiscard => ranged(size, rep, phase, |o, n| block::secure_discard(file, o, n)).map_err(merr),
-        FullMethod::Discard => ranged(size, rep, phase, |o, n| block::discard(file, o, n)).map_err(merr),
-        FullMethod::WriteZeroes => ranged(size, rep, phase, |o, n| block::zero_out(file, o, n)).map_err(merr),
-        FullMethod::PunchHole => ranged(size, rep, phase, |o, n| block::punch_hole(file, o, n)).map_err(merr),
+        FullMethod::SecureDiscard => {
+            ranged(size, rep, phase, |o, n| block::secure_discard(file, o, n)).map_err(merr)
+        }
+        FullMethod::Discard => {
+            ranged(size, rep, phase, |o, n| block::discard(file, o, n)).map_err(merr)
+        }
+        FullMethod::WriteZeroes => {
+            ranged(size, rep, phase, |o, n| block::zero_out(file, o, n)).map_err(merr)
+        }
+        FullMethod::PunchHole => {
+            ranged(size, rep, phase, |o, n| block::punch_hole(file, o, n)).map_err(merr)
+        }
         FullMethod::ZeroOverwrite => zero::overwrite(&target.resolved, device, size, rep),
     }
 }
@@ -426,17 +563,34 @@ const ZERO_SAMPLES: usize = 256;
 /// blocks when the method promises zeroes.
 fn verify(method: FullMethod, file: &File, target: &Target, size: u64) -> Result<(), WipeError> {
     let device = &target.path;
-    file.sync_all().map_err(|source| WipeError::Sync { device: device.clone(), source })?;
+    file.sync_all().map_err(|source| WipeError::Sync {
+        device: device.clone(),
+        source,
+    })?;
     if target.is_block_device {
         // Drop cached pages so the checks read what the device now returns.
-        block::flush_buffers(file).map_err(|source| WipeError::Sync { device: device.clone(), source })?;
+        block::flush_buffers(file).map_err(|source| WipeError::Sync {
+            device: device.clone(),
+            source,
+        })?;
     }
     if method.promises_zeroes() {
         zero::verify_zero_samples(&target.resolved, device, size, ZERO_SAMPLES, method)?;
     }
-    let found = metadata::remaining(file, device, &[Region { start: 0, len: 0, partition: None }])?;
+    let found = metadata::remaining(
+        file,
+        device,
+        &[Region {
+            start: 0,
+            len: 0,
+            partition: None,
+        }],
+    )?;
     if !found.is_empty() {
-        return Err(WipeError::Remains { device: device.clone(), found: found.join(", ") });
+        return Err(WipeError::Remains {
+            device: device.clone(),
+            found: found.join(", "),
+        });
     }
     Ok(())
 }
@@ -455,17 +609,26 @@ pub(crate) fn wipe(
     let allowed = |m: &FullMethod| only.is_none_or(|o| o.contains(m));
     for (m, why) in &plan.skipped {
         if allowed(m) {
-            report.attempts.push(Attempt { method: *m, outcome: "skipped".into(), detail: Some(why.clone()) });
+            report.attempts.push(Attempt {
+                method: *m,
+                outcome: "skipped".into(),
+                detail: Some(why.clone()),
+            });
         }
     }
     let mut rep = Reporter::new(opts.progress.clone(), device, Some(size));
     let mut last: Option<WipeError> = None;
     for method in plan.methods.into_iter().filter(allowed) {
         tracing::info!(device = %device.display(), method = %method, "full wipe: trying");
-        let result = run(method, &file, &target, &caps, size, &mut rep).and_then(|()| verify(method, &file, &target, size));
+        let result = run(method, &file, &target, &caps, size, &mut rep)
+            .and_then(|()| verify(method, &file, &target, size));
         match result {
             Ok(()) => {
-                report.attempts.push(Attempt { method, outcome: "ok".into(), detail: None });
+                report.attempts.push(Attempt {
+                    method,
+                    outcome: "ok".into(),
+                    detail: None,
+                });
                 report.method = Some(method.name().into());
                 metadata::sync_and_reread(&file, device, &target, report)?;
                 rep.done(size);
@@ -474,14 +637,23 @@ pub(crate) fn wipe(
             Err(e) => {
                 let chain = error_chain(&e);
                 tracing::warn!(device = %device.display(), method = %method, error = %chain, "full wipe: method failed, trying the next");
-                report.attempts.push(Attempt { method, outcome: "failed".into(), detail: Some(chain) });
+                report.attempts.push(Attempt {
+                    method,
+                    outcome: "failed".into(),
+                    detail: Some(chain),
+                });
                 last = Some(e);
             }
         }
     }
     Err(match last {
-        Some(e) => WipeError::AllMethodsFailed { device: device.into(), last: Box::new(e) },
-        None => WipeError::NoMethod { device: device.into() },
+        Some(e) => WipeError::AllMethodsFailed {
+            device: device.into(),
+            last: Box::new(e),
+        },
+        None => WipeError::NoMethod {
+            device: device.into(),
+        },
     })
 }
 
@@ -493,7 +665,13 @@ mod tests {
     fn nvme(oacs: u16, fna: u8, sanicap: u32, active: Option<usize>) -> NvmeCaps {
         NvmeCaps {
             nsid: 1,
-            controller: IdentifyController { oacs, fna, sanicap, nn: 32, ..Default::default() },
+            controller: IdentifyController {
+                oacs,
+                fna,
+                sanicap,
+                nn: 32,
+                ..Default::default()
+            },
             namespace: IdentifyNamespace::default(),
             active_namespaces: active,
         }
@@ -511,7 +689,13 @@ mod tests {
 
     #[test]
     fn nvme_with_everything_prefers_crypto_format() {
-        let caps = Capabilities { block_device: true, nvme: Some(nvme(0x2, 0x4, 0x3, Some(1))), discard: true, write_zeroes: true, ..Default::default() };
+        let caps = Capabilities {
+            block_device: true,
+            nvme: Some(nvme(0x2, 0x4, 0x3, Some(1))),
+            discard: true,
+            write_zeroes: true,
+            ..Default::default()
+        };
         let p = plan(&caps);
         assert_eq!(
             p.methods,
@@ -531,41 +715,126 @@ mod tests {
 
     #[test]
     fn nvme_without_crypto_or_sanitize_formats_user_data() {
-        let caps = Capabilities { block_device: true, nvme: Some(nvme(0x2, 0x0, 0, Some(1))), ..Default::default() };
+        let caps = Capabilities {
+            block_device: true,
+            nvme: Some(nvme(0x2, 0x0, 0, Some(1))),
+            ..Default::default()
+        };
         let p = plan(&caps);
-        assert_eq!(p.methods, vec![NvmeFormatUserDataErase, SecureDiscard, ZeroOverwrite]);
+        assert_eq!(
+            p.methods,
+            vec![NvmeFormatUserDataErase, SecureDiscard, ZeroOverwrite]
+        );
         let skipped: Vec<_> = p.skipped.iter().map(|(m, _)| *m).collect();
-        assert_eq!(skipped, vec![NvmeFormatCryptoErase, NvmeSanitizeCryptoErase, NvmeSanitizeBlockErase, Discard, WriteZeroes]);
+        assert_eq!(
+            skipped,
+            vec![
+                NvmeFormatCryptoErase,
+                NvmeSanitizeCryptoErase,
+                NvmeSanitizeBlockErase,
+                Discard,
+                WriteZeroes
+            ]
+        );
     }
 
     #[test]
     fn nvme_with_other_namespaces_never_erases_them() {
         // FNA bit 1: secure erase applies to all namespaces; two namespaces active.
-        let caps = Capabilities { block_device: true, nvme: Some(nvme(0x2, 0x6, 0x3, Some(2))), discard: true, ..Default::default() };
+        let caps = Capabilities {
+            block_device: true,
+            nvme: Some(nvme(0x2, 0x6, 0x3, Some(2))),
+            discard: true,
+            ..Default::default()
+        };
         let p = plan(&caps);
         assert_eq!(p.methods, vec![SecureDiscard, Discard, ZeroOverwrite]);
-        let why = &p.skipped.iter().find(|(m, _)| *m == NvmeSanitizeCryptoErase).unwrap().1;
+        let why = &p
+            .skipped
+            .iter()
+            .find(|(m, _)| *m == NvmeSanitizeCryptoErase)
+            .unwrap()
+            .1;
         assert!(why.contains("2 active namespaces"), "{why}");
         // Per-namespace format (FNA 0x4): format is fine, sanitize is not.
-        let caps = Capabilities { block_device: true, nvme: Some(nvme(0x2, 0x4, 0x3, Some(2))), ..Default::default() };
-        assert_eq!(plan(&caps).methods, vec![NvmeFormatCryptoErase, NvmeFormatUserDataErase, SecureDiscard, ZeroOverwrite]);
+        let caps = Capabilities {
+            block_device: true,
+            nvme: Some(nvme(0x2, 0x4, 0x3, Some(2))),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&caps).methods,
+            vec![
+                NvmeFormatCryptoErase,
+                NvmeFormatUserDataErase,
+                SecureDiscard,
+                ZeroOverwrite
+            ]
+        );
         // Unknown namespace count: treated as several.
-        let caps = Capabilities { block_device: true, nvme: Some(nvme(0x2, 0x4, 0x3, None)), ..Default::default() };
-        assert_eq!(plan(&caps).methods, vec![NvmeFormatCryptoErase, NvmeFormatUserDataErase, SecureDiscard, ZeroOverwrite]);
+        let caps = Capabilities {
+            block_device: true,
+            nvme: Some(nvme(0x2, 0x4, 0x3, None)),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&caps).methods,
+            vec![
+                NvmeFormatCryptoErase,
+                NvmeFormatUserDataErase,
+                SecureDiscard,
+                ZeroOverwrite
+            ]
+        );
     }
 
     #[test]
     fn ata_enhanced_then_normal_and_frozen_skipped() {
-        let caps = Capabilities { block_device: true, ata: Some(ata(0b10_0001)), discard: true, ..Default::default() };
-        assert_eq!(plan(&caps).methods, vec![AtaEnhancedSecurityErase, AtaSecurityErase, SecureDiscard, Discard, ZeroOverwrite]);
-        let caps = Capabilities { block_device: true, ata: Some(ata(0b1)), ..Default::default() };
-        assert_eq!(plan(&caps).methods, vec![AtaSecurityErase, SecureDiscard, ZeroOverwrite]);
-        let caps = Capabilities { block_device: true, ata: Some(ata(0b10_1001)), ..Default::default() };
+        let caps = Capabilities {
+            block_device: true,
+            ata: Some(ata(0b10_0001)),
+            discard: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&caps).methods,
+            vec![
+                AtaEnhancedSecurityErase,
+                AtaSecurityErase,
+                SecureDiscard,
+                Discard,
+                ZeroOverwrite
+            ]
+        );
+        let caps = Capabilities {
+            block_device: true,
+            ata: Some(ata(0b1)),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&caps).methods,
+            vec![AtaSecurityErase, SecureDiscard, ZeroOverwrite]
+        );
+        let caps = Capabilities {
+            block_device: true,
+            ata: Some(ata(0b10_1001)),
+            ..Default::default()
+        };
         let p = plan(&caps);
         assert_eq!(p.methods, vec![SecureDiscard, ZeroOverwrite]);
-        assert!(p.skipped.iter().any(|(m, why)| *m == AtaSecurityErase && why.contains("frozen")));
-        let caps = Capabilities { block_device: true, ata: Some(ata(0b11)), ..Default::default() };
-        assert!(plan(&caps).skipped.iter().any(|(_, why)| why.contains("password is already set")));
+        assert!(p
+            .skipped
+            .iter()
+            .any(|(m, why)| *m == AtaSecurityErase && why.contains("frozen")));
+        let caps = Capabilities {
+            block_device: true,
+            ata: Some(ata(0b11)),
+            ..Default::default()
+        };
+        assert!(plan(&caps)
+            .skipped
+            .iter()
+            .any(|(_, why)| why.contains("password is already set")));
     }
 
     #[test]
@@ -577,7 +846,10 @@ mod tests {
     #[test]
     fn names_match_serde() {
         for m in FullMethod::ALL {
-            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.name()));
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.name())
+            );
         }
     }
 
@@ -587,7 +859,10 @@ mod tests {
         std::fs::write(f.path(), vec![0x5au8; 4 << 20]).unwrap();
         let opts = WipeOptions {
             mode: crate::Mode::Full,
-            guard: crate::guard::GuardPolicy { allow_regular_file: true, ..Default::default() },
+            guard: crate::guard::GuardPolicy {
+                allow_regular_file: true,
+                ..Default::default()
+            },
             progress: None,
         };
         let r = crate::wipe_device(f.path(), &opts);

@@ -21,7 +21,12 @@ pub struct GuardPolicy {
 
 impl Default for GuardPolicy {
     fn default() -> Self {
-        Self { force: false, allow_regular_file: false, sys_root: "/sys".into(), proc_root: "/proc".into() }
+        Self {
+            force: false,
+            allow_regular_file: false,
+            sys_root: "/sys".into(),
+            proc_root: "/proc".into(),
+        }
     }
 }
 
@@ -54,7 +59,11 @@ pub enum GuardError {
     #[error("{path} is read-only")]
     ReadOnly { path: PathBuf },
     #[error("{path} is mounted: {what} on {mountpoint}")]
-    Mounted { path: PathBuf, what: String, mountpoint: String },
+    Mounted {
+        path: PathBuf,
+        what: String,
+        mountpoint: String,
+    },
     #[error("{path} is in use as swap ({what})")]
     Swap { path: PathBuf, what: String },
     #[error("{path} is held by {holders} (md or dm device); stop it first or force")]
@@ -77,10 +86,19 @@ fn read_trim(p: &Path) -> Option<String> {
 
 /// Checks `path` against the policy. Does not write anything.
 pub fn check_target(path: &Path, policy: &GuardPolicy) -> Result<Target, GuardError> {
-    let resolved = fs::canonicalize(path).map_err(|source| GuardError::Open { path: path.into(), source })?;
-    let file = block::open(&resolved, block::OpenMode::default())
-        .map_err(|source| GuardError::Open { path: path.into(), source })?;
-    let io_err = |source| GuardError::Io { path: path.into(), source };
+    let resolved = fs::canonicalize(path).map_err(|source| GuardError::Open {
+        path: path.into(),
+        source,
+    })?;
+    let file =
+        block::open(&resolved, block::OpenMode::default()).map_err(|source| GuardError::Open {
+            path: path.into(),
+            source,
+        })?;
+    let io_err = |source| GuardError::Io {
+        path: path.into(),
+        source,
+    };
     let is_bdev = block::is_block_device(&file).map_err(io_err)?;
     let size_bytes = block::size_bytes(&file).map_err(io_err)?;
     if !is_bdev {
@@ -91,8 +109,18 @@ pub fn check_target(path: &Path, policy: &GuardPolicy) -> Result<Target, GuardEr
         if meta.permissions().readonly() {
             return Err(GuardError::ReadOnly { path: path.into() });
         }
-        let kname = resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        return Ok(Target { path: path.into(), resolved, kname, size_bytes, is_block_device: false, partitions: vec![] });
+        let kname = resolved
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok(Target {
+            path: path.into(),
+            resolved,
+            kname,
+            size_bytes,
+            is_block_device: false,
+            partitions: vec![],
+        });
     }
     if block::is_read_only(&file).map_err(io_err)? {
         return Err(GuardError::ReadOnly { path: path.into() });
@@ -103,7 +131,13 @@ pub fn check_target(path: &Path, policy: &GuardPolicy) -> Result<Target, GuardEr
     let kname = sysdir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| resolved.file_name().unwrap_or_default().to_string_lossy().into_owned());
+        .unwrap_or_else(|| {
+            resolved
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        });
     let target = Target {
         path: path.into(),
         resolved: resolved.clone(),
@@ -122,7 +156,10 @@ fn partitions_of(sysdir: &Path, kname: &str) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(kname) && e.path().join("partition").exists())
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with(kname)
+                && e.path().join("partition").exists()
+        })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     parts.sort();
@@ -135,7 +172,11 @@ pub fn check_sysfs(target: &Target, sysdir: &Path, policy: &GuardPolicy) -> Resu
     // Mounted: the disk or any partition, by major:minor in mountinfo and by name in swaps.
     let mut devs: Vec<(String, String)> = Vec::new(); // (kname, "maj:min")
     for name in std::iter::once(&target.kname).chain(target.partitions.iter()) {
-        let dir = if name == &target.kname { sysdir.to_path_buf() } else { sysdir.join(name) };
+        let dir = if name == &target.kname {
+            sysdir.to_path_buf()
+        } else {
+            sysdir.join(name)
+        };
         if let Some(dev) = read_trim(&dir.join("dev")) {
             devs.push((name.clone(), dev));
         }
@@ -157,10 +198,15 @@ pub fn check_sysfs(target: &Target, sysdir: &Path, policy: &GuardPolicy) -> Resu
     }
     if let Ok(swaps) = fs::read_to_string(policy.proc_root.join("swaps")) {
         for line in swaps.lines().skip(1) {
-            let Some(dev) = line.split_whitespace().next() else { continue };
+            let Some(dev) = line.split_whitespace().next() else {
+                continue;
+            };
             let base = dev.rsplit('/').next().unwrap_or(dev);
             if devs.iter().any(|(n, _)| n == base) {
-                return Err(GuardError::Swap { path: path.clone(), what: dev.to_string() });
+                return Err(GuardError::Swap {
+                    path: path.clone(),
+                    what: dev.to_string(),
+                });
             }
         }
     }
@@ -170,19 +216,33 @@ pub fn check_sysfs(target: &Target, sysdir: &Path, policy: &GuardPolicy) -> Resu
     // Held by md/dm: holders of the disk or any partition.
     let mut holders = Vec::new();
     for (name, _) in &devs {
-        let dir = if name == &target.kname { sysdir.to_path_buf() } else { sysdir.join(name) };
-        for e in fs::read_dir(dir.join("holders")).into_iter().flatten().flatten() {
+        let dir = if name == &target.kname {
+            sysdir.to_path_buf()
+        } else {
+            sysdir.join(name)
+        };
+        for e in fs::read_dir(dir.join("holders"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             holders.push(format!("{} (via {name})", e.file_name().to_string_lossy()));
         }
     }
     if !holders.is_empty() {
-        return Err(GuardError::Held { path: path.clone(), holders: holders.join(", ") });
+        return Err(GuardError::Held {
+            path: path.clone(),
+            holders: holders.join(", "),
+        });
     }
     if read_trim(&sysdir.join("removable")).as_deref() == Some("1") {
         return Err(GuardError::Removable { path: path.clone() });
     }
     if let Some(what) = virtual_media(sysdir, &target.kname) {
-        return Err(GuardError::VirtualMedia { path: path.clone(), what });
+        return Err(GuardError::VirtualMedia {
+            path: path.clone(),
+            what,
+        });
     }
     Ok(())
 }
@@ -200,21 +260,34 @@ fn virtual_media(sysdir: &Path, kname: &str) -> Option<String> {
     let model = read_trim(&sysdir.join("device/model")).unwrap_or_default();
     let label = format!("{vendor} {model}");
     let lower = label.to_ascii_lowercase();
-    if lower.contains("virtual") && (lower.contains("cd") || lower.contains("floppy") || lower.contains("media") || is_usb(sysdir)) {
+    if lower.contains("virtual")
+        && (lower.contains("cd")
+            || lower.contains("floppy")
+            || lower.contains("media")
+            || is_usb(sysdir))
+    {
         return Some(label.trim().to_string());
     }
     None
 }
 
 fn is_usb(sysdir: &Path) -> bool {
-    fs::canonicalize(sysdir.join("device")).map(|p| p.to_string_lossy().contains("/usb")).unwrap_or(false)
+    fs::canonicalize(sysdir.join("device"))
+        .map(|p| p.to_string_lossy().contains("/usb"))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fixture(tmp: &Path, removable: &str, holders: &[&str], vendor: &str, model: &str) -> (PathBuf, Target) {
+    fn fixture(
+        tmp: &Path,
+        removable: &str,
+        holders: &[&str],
+        vendor: &str,
+        model: &str,
+    ) -> (PathBuf, Target) {
         let sysdir = tmp.join("sys/block/sdb");
         fs::create_dir_all(sysdir.join("holders")).unwrap();
         fs::create_dir_all(sysdir.join("device")).unwrap();
@@ -229,7 +302,11 @@ mod tests {
             fs::create_dir_all(sysdir.join("sdb1/holders").join(h)).unwrap();
         }
         fs::create_dir_all(tmp.join("proc/self")).unwrap();
-        fs::write(tmp.join("proc/self/mountinfo"), "22 1 0:21 / /proc rw - proc proc rw\n").unwrap();
+        fs::write(
+            tmp.join("proc/self/mountinfo"),
+            "22 1 0:21 / /proc rw - proc proc rw\n",
+        )
+        .unwrap();
         fs::write(tmp.join("proc/swaps"), "Filename Type Size Used Priority\n").unwrap();
         let target = Target {
             path: "/dev/sdb".into(),
@@ -243,7 +320,12 @@ mod tests {
     }
 
     fn policy(tmp: &Path, force: bool) -> GuardPolicy {
-        GuardPolicy { force, allow_regular_file: false, sys_root: tmp.join("sys"), proc_root: tmp.join("proc") }
+        GuardPolicy {
+            force,
+            allow_regular_file: false,
+            sys_root: tmp.join("sys"),
+            proc_root: tmp.join("proc"),
+        }
     }
 
     #[test]
@@ -258,7 +340,11 @@ mod tests {
     fn mounted_partition_is_refused_even_forced() {
         let tmp = tempfile::tempdir().unwrap();
         let (sysdir, t) = fixture(tmp.path(), "0", &[], "ATA", "X");
-        fs::write(tmp.path().join("proc/self/mountinfo"), "30 1 8:17 / /boot rw - ext4 /dev/sdb1 rw\n").unwrap();
+        fs::write(
+            tmp.path().join("proc/self/mountinfo"),
+            "30 1 8:17 / /boot rw - ext4 /dev/sdb1 rw\n",
+        )
+        .unwrap();
         let err = check_sysfs(&t, &sysdir, &policy(tmp.path(), true)).unwrap_err();
         assert_eq!(err.to_string(), "/dev/sdb is mounted: /dev/sdb1 on /boot");
     }
@@ -267,8 +353,15 @@ mod tests {
     fn swap_partition_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let (sysdir, t) = fixture(tmp.path(), "0", &[], "ATA", "X");
-        fs::write(tmp.path().join("proc/swaps"), "Filename Type Size Used Priority\n/dev/sdb1 partition 1 0 -2\n").unwrap();
-        assert!(matches!(check_sysfs(&t, &sysdir, &policy(tmp.path(), false)), Err(GuardError::Swap { .. })));
+        fs::write(
+            tmp.path().join("proc/swaps"),
+            "Filename Type Size Used Priority\n/dev/sdb1 partition 1 0 -2\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            check_sysfs(&t, &sysdir, &policy(tmp.path(), false)),
+            Err(GuardError::Swap { .. })
+        ));
     }
 
     #[test]
@@ -276,16 +369,25 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (sysdir, t) = fixture(tmp.path(), "0", &["md127"], "ATA", "X");
         let err = check_sysfs(&t, &sysdir, &policy(tmp.path(), false)).unwrap_err();
-        assert!(err.to_string().contains("held by md127 (via sdb1)"), "{err}");
+        assert!(
+            err.to_string().contains("held by md127 (via sdb1)"),
+            "{err}"
+        );
         check_sysfs(&t, &sysdir, &policy(tmp.path(), true)).unwrap();
 
         let tmp = tempfile::tempdir().unwrap();
         let (sysdir, t) = fixture(tmp.path(), "1", &[], "ATA", "X");
-        assert!(matches!(check_sysfs(&t, &sysdir, &policy(tmp.path(), false)), Err(GuardError::Removable { .. })));
+        assert!(matches!(
+            check_sysfs(&t, &sysdir, &policy(tmp.path(), false)),
+            Err(GuardError::Removable { .. })
+        ));
 
         let tmp = tempfile::tempdir().unwrap();
         let (sysdir, t) = fixture(tmp.path(), "0", &[], "AMI", "Virtual CDROM0");
-        assert!(matches!(check_sysfs(&t, &sysdir, &policy(tmp.path(), false)), Err(GuardError::VirtualMedia { .. })));
+        assert!(matches!(
+            check_sysfs(&t, &sysdir, &policy(tmp.path(), false)),
+            Err(GuardError::VirtualMedia { .. })
+        ));
         check_sysfs(&t, &sysdir, &policy(tmp.path(), true)).unwrap();
     }
 
@@ -294,7 +396,10 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         let err = check_target(f.path(), &GuardPolicy::default()).unwrap_err();
         assert!(matches!(err, GuardError::NotBlockDevice { .. }));
-        let p = GuardPolicy { allow_regular_file: true, ..Default::default() };
+        let p = GuardPolicy {
+            allow_regular_file: true,
+            ..Default::default()
+        };
         assert!(!check_target(f.path(), &p).unwrap().is_block_device);
     }
 }

@@ -190,7 +190,9 @@ pub fn wipe_devices(devices: &[PathBuf], opts: &WipeOptions) -> Vec<DeviceReport
             .zip(&duplicate_of)
             .map(|(dev, dup)| {
                 let dup = dup.map(|j| devices[j].clone());
-                let handle = dup.is_none().then(|| s.spawn(move || wipe_device(dev, opts)));
+                let handle = dup
+                    .is_none()
+                    .then(|| s.spawn(move || wipe_device(dev, opts)));
                 (dev, dup, handle)
             })
             .collect();
@@ -199,14 +201,19 @@ pub fn wipe_devices(devices: &[PathBuf], opts: &WipeOptions) -> Vec<DeviceReport
             .map(|(dev, dup, handle)| {
                 if let Some(first) = dup {
                     let mut r = DeviceReport::new(dev, opts.mode);
-                    r.error = Some(error_chain(&WipeError::Duplicate { device: dev.clone(), first }));
+                    r.error = Some(error_chain(&WipeError::Duplicate {
+                        device: dev.clone(),
+                        first,
+                    }));
                     return r;
                 }
                 match handle.expect("spawned for non-duplicates").join() {
                     Ok(r) => r,
                     Err(_) => {
                         let mut r = DeviceReport::new(dev, opts.mode);
-                        r.error = Some(error_chain(&WipeError::Panicked { device: dev.clone() }));
+                        r.error = Some(error_chain(&WipeError::Panicked {
+                            device: dev.clone(),
+                        }));
                         r
                     }
                 }
@@ -224,7 +231,11 @@ pub fn wipe_device(device: &Path, opts: &WipeOptions) -> DeviceReport {
 /// **Destroys data.** As [`wipe_device`]; for a full wipe, `only` restricts the methods to
 /// those listed (in the usual order of preference). Tests and operators use it to force a
 /// path, e.g. `Some(&[FullMethod::ZeroOverwrite])`.
-pub fn wipe_device_with(device: &Path, opts: &WipeOptions, only: Option<&[FullMethod]>) -> DeviceReport {
+pub fn wipe_device_with(
+    device: &Path,
+    opts: &WipeOptions,
+    only: Option<&[FullMethod]>,
+) -> DeviceReport {
     let start = Instant::now();
     let mut report = DeviceReport::new(device, opts.mode);
     let result = match opts.mode {
@@ -252,8 +263,14 @@ mod tests {
 
     #[test]
     fn mode_is_lowercase() {
-        assert_eq!(serde_json::to_string(&Mode::Metadata).unwrap(), "\"metadata\"");
-        assert_eq!(serde_json::from_str::<Mode>("\"full\"").unwrap(), Mode::Full);
+        assert_eq!(
+            serde_json::to_string(&Mode::Metadata).unwrap(),
+            "\"metadata\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Mode>("\"full\"").unwrap(),
+            Mode::Full
+        );
     }
 
     #[test]
@@ -263,7 +280,10 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::EBUSY),
         };
         let s = error_chain(&e);
-        assert!(s.starts_with("cannot open /dev/sdb read-write and exclusively: "), "{s}");
+        assert!(
+            s.starts_with("cannot open /dev/sdb read-write and exclusively: "),
+            "{s}"
+        );
         assert!(!s.contains('\n'));
     }
 
@@ -274,16 +294,30 @@ mod tests {
         std::fs::write(&good, vec![0u8; 4 << 20]).unwrap();
         let opts = WipeOptions {
             mode: Mode::Metadata,
-            guard: guard::GuardPolicy { allow_regular_file: true, ..Default::default() },
+            guard: guard::GuardPolicy {
+                allow_regular_file: true,
+                ..Default::default()
+            },
             progress: None,
         };
-        let reports = wipe_devices(&[dir.path().join("nope"), good.clone(), good.clone()], &opts);
+        let reports = wipe_devices(
+            &[dir.path().join("nope"), good.clone(), good.clone()],
+            &opts,
+        );
         assert_eq!(reports.len(), 3);
         assert!(!reports[0].ok);
-        assert!(reports[0].error.as_deref().unwrap().contains("nope"), "{:?}", reports[0].error);
+        assert!(
+            reports[0].error.as_deref().unwrap().contains("nope"),
+            "{:?}",
+            reports[0].error
+        );
         assert!(reports[1].ok, "{:?}", reports[1].error);
         assert!(!reports[2].ok);
-        assert!(reports[2].error.as_deref().unwrap().contains("listed twice"));
+        assert!(reports[2]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("listed twice"));
         let json = serde_json::to_value(&reports[1]).unwrap();
         assert_eq!(json["mode"], "metadata");
         assert_eq!(json["method"], "metadata");

@@ -38,10 +38,18 @@ pub(crate) struct Region {
 
 impl Region {
     fn disk() -> Self {
-        Self { start: 0, len: 0, partition: None }
+        Self {
+            start: 0,
+            len: 0,
+            partition: None,
+        }
     }
     fn of(p: &PartitionRange) -> Self {
-        Self { start: p.start, len: p.size, partition: Some(p.number) }
+        Self {
+            start: p.start,
+            len: p.size,
+            partition: Some(p.number),
+        }
     }
     pub fn location(&self) -> String {
         match self.partition {
@@ -51,21 +59,43 @@ impl Region {
     }
 }
 
-pub(crate) fn check_and_open(device: &Path, opts: &WipeOptions) -> Result<(Target, File, u64), WipeError> {
-    let target =
-        guard::check_target(device, &opts.guard).map_err(|source| WipeError::Refused { device: device.into(), source })?;
+pub(crate) fn check_and_open(
+    device: &Path,
+    opts: &WipeOptions,
+) -> Result<(Target, File, u64), WipeError> {
+    let target = guard::check_target(device, &opts.guard).map_err(|source| WipeError::Refused {
+        device: device.into(),
+        source,
+    })?;
     // O_EXCL on a block device: the kernel refuses it (EBUSY) while anything holds the device
     // or a partition of it — a mount, md, dm, swap, another wipe.
-    let mode = block::OpenMode { write: true, direct: false, exclusive: target.is_block_device };
-    let file = block::open(&target.resolved, mode).map_err(|source| WipeError::Open { device: device.into(), source })?;
-    let size = block::size_bytes(&file).map_err(|source| WipeError::Geometry { device: device.into(), source })?;
+    let mode = block::OpenMode {
+        write: true,
+        direct: false,
+        exclusive: target.is_block_device,
+    };
+    let file = block::open(&target.resolved, mode).map_err(|source| WipeError::Open {
+        device: device.into(),
+        source,
+    })?;
+    let size = block::size_bytes(&file).map_err(|source| WipeError::Geometry {
+        device: device.into(),
+        source,
+    })?;
     Ok((target, file, size))
 }
 
 /// The partitions of the table on the disk, as libblkid reads it (GPT with a fallback to its
 /// backup header, MBR with logical partitions, BSD/Sun/... labels).
-pub(crate) fn read_partitions(file: &File, device: &Path) -> Result<Vec<PartitionRange>, WipeError> {
-    let perr = |source| WipeError::Probe { device: device.into(), location: "partition table".into(), source };
+pub(crate) fn read_partitions(
+    file: &File,
+    device: &Path,
+) -> Result<Vec<PartitionRange>, WipeError> {
+    let perr = |source| WipeError::Probe {
+        device: device.into(),
+        location: "partition table".into(),
+        source,
+    };
     let mut probe = Probe::new(file, 0, 0).map_err(perr)?;
     probe.partitions().map_err(perr)
 }
@@ -78,7 +108,11 @@ pub(crate) fn erase_signatures(
     erased: &mut Vec<ErasedSignature>,
 ) -> Result<(), WipeError> {
     let location = region.location();
-    let perr = |source| WipeError::Probe { device: device.into(), location: location.clone(), source };
+    let perr = |source| WipeError::Probe {
+        device: device.into(),
+        location: location.clone(),
+        source,
+    };
     let mut probe = Probe::new(file, region.start, region.len).map_err(perr)?;
     for _ in 0..MAX_ERASURES {
         let Some(sig) = probe.next_signature().map_err(perr)? else {
@@ -102,18 +136,34 @@ pub(crate) fn erase_signatures(
             magic: sig.magic_hex,
         });
     }
-    Err(WipeError::TooManySignatures { device: device.into(), location, limit: MAX_ERASURES })
+    Err(WipeError::TooManySignatures {
+        device: device.into(),
+        location,
+        limit: MAX_ERASURES,
+    })
 }
 
 /// What a fresh probe still finds in each region, `kind@offset (location)`-joined.
-pub(crate) fn remaining(file: &File, device: &Path, regions: &[Region]) -> Result<Vec<String>, WipeError> {
+pub(crate) fn remaining(
+    file: &File,
+    device: &Path,
+    regions: &[Region],
+) -> Result<Vec<String>, WipeError> {
     let mut found = Vec::new();
     for region in regions {
         let location = region.location();
-        let perr = |source| WipeError::Probe { device: device.into(), location: location.clone(), source };
+        let perr = |source| WipeError::Probe {
+            device: device.into(),
+            location: location.clone(),
+            source,
+        };
         let mut probe = Probe::new(file, region.start, region.len).map_err(perr)?;
         if let Some(sig) = probe.next_signature().map_err(perr)? {
-            found.push(format!("{} at byte {} ({location})", sig.kind, region.start + sig.offset));
+            found.push(format!(
+                "{} at byte {} ({location})",
+                sig.kind,
+                region.start + sig.offset
+            ));
         }
     }
     Ok(found)
@@ -129,18 +179,27 @@ pub(crate) fn sync_and_reread(
     target: &Target,
     report: &mut DeviceReport,
 ) -> Result<(), WipeError> {
-    file.sync_all().map_err(|source| WipeError::Sync { device: device.into(), source })?;
+    file.sync_all().map_err(|source| WipeError::Sync {
+        device: device.into(),
+        source,
+    })?;
     if !target.is_block_device {
         return Ok(());
     }
     if let Err(e) = block::flush_buffers(file) {
-        report.notes.push(format!("BLKFLSBUF on {} failed: {e}", device.display()));
+        report
+            .notes
+            .push(format!("BLKFLSBUF on {} failed: {e}", device.display()));
     }
     for part in &target.partitions {
         let path = Path::new("/dev").join(part);
-        let flushed = block::open(&path, block::OpenMode::default()).and_then(|f| block::flush_buffers(&f));
+        let flushed =
+            block::open(&path, block::OpenMode::default()).and_then(|f| block::flush_buffers(&f));
         if let Err(e) = flushed {
-            report.notes.push(format!("could not drop the cache of {}: {e}", path.display()));
+            report.notes.push(format!(
+                "could not drop the cache of {}: {e}",
+                path.display()
+            ));
         }
     }
     match block::reread_partitions(file) {
@@ -152,25 +211,42 @@ pub(crate) fn sync_and_reread(
             ));
             Ok(())
         }
-        Err(source) => Err(WipeError::Reread { device: device.into(), source }),
+        Err(source) => Err(WipeError::Reread {
+            device: device.into(),
+            source,
+        }),
     }
 }
 
 /// **Destroys data.** The metadata wipe of one device (see the module docs).
-pub(crate) fn wipe(device: &Path, opts: &WipeOptions, report: &mut DeviceReport) -> Result<(), WipeError> {
+pub(crate) fn wipe(
+    device: &Path,
+    opts: &WipeOptions,
+    report: &mut DeviceReport,
+) -> Result<(), WipeError> {
     let (target, file, size) = check_and_open(device, opts)?;
     report.size_bytes = Some(size);
     let mut rep = Reporter::new(opts.progress.clone(), device, Some(size));
     rep.phase(0, "erasing signatures");
 
     let parts = read_partitions(&file, device)?;
-    report.partitions = parts.iter().map(|p| FormerPartition { number: p.number, start: p.start, size: p.size }).collect();
+    report.partitions = parts
+        .iter()
+        .map(|p| FormerPartition {
+            number: p.number,
+            start: p.start,
+            size: p.size,
+        })
+        .collect();
     // Partitions that lie (partly) beyond the end of the disk (a table copied from a bigger
     // disk) are clamped: libblkid refuses a probe past the end.
     let mut regions: Vec<Region> = parts
         .iter()
         .filter(|p| p.start < size)
-        .map(|p| Region { len: p.size.min(size - p.start), ..Region::of(p) })
+        .map(|p| Region {
+            len: p.size.min(size - p.start),
+            ..Region::of(p)
+        })
         .collect();
     regions.push(Region::disk());
 
@@ -190,7 +266,10 @@ pub(crate) fn wipe(device: &Path, opts: &WipeOptions, report: &mut DeviceReport)
 
     let found = remaining(&file, device, &regions)?;
     if !found.is_empty() {
-        return Err(WipeError::Remains { device: device.into(), found: found.join(", ") });
+        return Err(WipeError::Remains {
+            device: device.into(),
+            found: found.join(", "),
+        });
     }
     report.method = Some("metadata".into());
     rep.done(size);

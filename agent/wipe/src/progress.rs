@@ -22,13 +22,23 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     pub(crate) fn new(f: Option<ProgressFn>, device: &Path, total: Option<u64>) -> Self {
-        Self { f, device: device.display().to_string(), total, start: Instant::now(), last: None }
+        Self {
+            f,
+            device: device.display().to_string(),
+            total,
+            start: Instant::now(),
+            last: None,
+        }
     }
 
     fn emit(&mut self, done: u64, phase: &str) {
         let Some(f) = &self.f else { return };
         let secs = self.start.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 { (done as f64 / secs) as u64 } else { 0 };
+        let rate = if secs > 0.0 {
+            (done as f64 / secs) as u64
+        } else {
+            0
+        };
         f(Progress {
             operation: "wipe".into(),
             device: self.device.clone(),

@@ -18,17 +18,23 @@ const OVERWRITE_CHUNK: usize = 8 << 20;
 
 /// **Destroys data.** Writes zeroes over `len` bytes at `offset` through `file` (buffered;
 /// for the small edge regions of a metadata wipe).
-pub(crate) fn zero_range(file: &File, device: &Path, offset: u64, len: u64) -> Result<(), WipeError> {
+pub(crate) fn zero_range(
+    file: &File,
+    device: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<(), WipeError> {
     let zeroes = vec![0u8; MIB as usize];
     let mut done = 0;
     while done < len {
         let n = (len - done).min(MIB);
-        file.write_all_at(&zeroes[..n as usize], offset + done).map_err(|source| WipeError::Write {
-            device: device.into(),
-            offset: offset + done,
-            len: n,
-            source,
-        })?;
+        file.write_all_at(&zeroes[..n as usize], offset + done)
+            .map_err(|source| WipeError::Write {
+                device: device.into(),
+                offset: offset + done,
+                len: n,
+                source,
+            })?;
         done += n;
     }
     Ok(())
@@ -47,35 +53,62 @@ pub(crate) fn edges(start: u64, len: u64, edge: u64) -> Vec<(u64, u64)> {
 /// everyone else out). Falls back to buffered I/O where `O_DIRECT` is refused (regular files on
 /// tmpfs).
 pub(crate) fn open_direct(path: &Path, write: bool) -> std::io::Result<(File, bool)> {
-    match block::open(path, block::OpenMode { write, direct: true, exclusive: false }) {
+    match block::open(
+        path,
+        block::OpenMode {
+            write,
+            direct: true,
+            exclusive: false,
+        },
+    ) {
         Ok(f) => Ok((f, true)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            Ok((block::open(path, block::OpenMode { write, direct: false, exclusive: false })?, false))
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((
+            block::open(
+                path,
+                block::OpenMode {
+                    write,
+                    direct: false,
+                    exclusive: false,
+                },
+            )?,
+            false,
+        )),
         Err(e) => Err(e),
     }
 }
 
 /// **Destroys data.** Overwrites the whole device with zeroes: sequential `O_DIRECT` writes of
 /// [`OVERWRITE_CHUNK`] from one page-aligned zero buffer, progress as it goes, then fsync.
-pub(crate) fn overwrite(path: &Path, device: &Path, size: u64, rep: &mut Reporter) -> Result<(), WipeError> {
-    let (file, _direct) = open_direct(path, true).map_err(|source| WipeError::Open { device: device.into(), source })?;
+pub(crate) fn overwrite(
+    path: &Path,
+    device: &Path,
+    size: u64,
+    rep: &mut Reporter,
+) -> Result<(), WipeError> {
+    let (file, _direct) = open_direct(path, true).map_err(|source| WipeError::Open {
+        device: device.into(),
+        source,
+    })?;
     let buf = AlignedBuf::zeroed(OVERWRITE_CHUNK);
     let mut done = 0u64;
     rep.phase(0, "zero-overwrite");
     while done < size {
         // The device size is a multiple of its logical block size, so the tail stays aligned.
         let n = (size - done).min(OVERWRITE_CHUNK as u64) as usize;
-        file.write_all_at(&buf[..n], done).map_err(|source| WipeError::Write {
-            device: device.into(),
-            offset: done,
-            len: n as u64,
-            source,
-        })?;
+        file.write_all_at(&buf[..n], done)
+            .map_err(|source| WipeError::Write {
+                device: device.into(),
+                offset: done,
+                len: n as u64,
+                source,
+            })?;
         done += n as u64;
         rep.update(done, "zero-overwrite");
     }
-    file.sync_all().map_err(|source| WipeError::Sync { device: device.into(), source })?;
+    file.sync_all().map_err(|source| WipeError::Sync {
+        device: device.into(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -120,7 +153,10 @@ pub(crate) fn verify_zero_samples(
     method: FullMethod,
 ) -> Result<(), WipeError> {
     const BLOCK: u64 = 64 << 10;
-    let (file, _) = open_direct(path, false).map_err(|source| WipeError::Open { device: device.into(), source })?;
+    let (file, _) = open_direct(path, false).map_err(|source| WipeError::Open {
+        device: device.into(),
+        source,
+    })?;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -131,9 +167,18 @@ pub(crate) fn verify_zero_samples(
     let mut buf = AlignedBuf::zeroed(block as usize);
     for off in sample_offsets(size, block, samples, seed) {
         buf.set_len(block as usize);
-        file.read_exact_at(&mut buf, off).map_err(|source| WipeError::Read { device: device.into(), offset: off, source })?;
+        file.read_exact_at(&mut buf, off)
+            .map_err(|source| WipeError::Read {
+                device: device.into(),
+                offset: off,
+                source,
+            })?;
         if let Some(pos) = buf.iter().position(|&b| b != 0) {
-            return Err(WipeError::NotZero { device: device.into(), offset: off + pos as u64, method });
+            return Err(WipeError::NotZero {
+                device: device.into(),
+                offset: off + pos as u64,
+                method,
+            });
         }
     }
     Ok(())
@@ -165,7 +210,8 @@ mod tests {
     fn overwrite_and_verify_regular_file() {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), vec![0xa5u8; 3 << 20]).unwrap();
-        let err = verify_zero_samples(f.path(), f.path(), 3 << 20, 16, FullMethod::ZeroOverwrite).unwrap_err();
+        let err = verify_zero_samples(f.path(), f.path(), 3 << 20, 16, FullMethod::ZeroOverwrite)
+            .unwrap_err();
         assert!(matches!(err, WipeError::NotZero { offset: 0, .. }), "{err}");
         let mut rep = Reporter::new(None, f.path(), Some(3 << 20));
         overwrite(f.path(), f.path(), 3 << 20, &mut rep).unwrap();
