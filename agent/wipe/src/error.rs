@@ -54,6 +54,13 @@ pub enum WipeError {
         location: String,
         limit: usize,
     },
+    #[error("the {kind} signature at byte {offset} ({location}) of {device} is still there after erasing it")]
+    DidNotStick {
+        device: PathBuf,
+        kind: String,
+        offset: u64,
+        location: String,
+    },
     #[error("writing zeroes to {len} bytes at byte {offset} of {device}")]
     Write {
         device: PathBuf,

@@ -113,6 +113,11 @@ pub struct NvmeCaps {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
     pub block_device: bool,
+    /// The target is a whole physical disk: not a partition, nor a dm, md or loop device.
+    /// Device-wide erases (NVMe format and sanitize, ATA security erase) reach the whole
+    /// drive, so they are used only then (SG_IO and the NVMe ioctls also work on partitions
+    /// and pass through some dm targets, for root).
+    pub whole_disk: bool,
     pub nvme: Option<NvmeCaps>,
     pub ata: Option<AtaIdentity>,
     /// `queue/discard_max_bytes` > 0.
@@ -135,7 +140,22 @@ pub fn plan(caps: &Capabilities) -> Plan {
     let mut skipped = Vec::new();
     let mut skip = |m, why: String| skipped.push((m, why));
 
-    if let Some(n) = &caps.nvme {
+    let device_wide = [
+        NvmeFormatCryptoErase,
+        NvmeSanitizeCryptoErase,
+        NvmeSanitizeBlockErase,
+        NvmeFormatUserDataErase,
+        AtaEnhancedSecurityErase,
+        AtaSecurityErase,
+    ];
+    if !caps.whole_disk && (caps.nvme.is_some() || caps.ata.is_some()) {
+        for m in device_wide {
+            skip(
+                m,
+                "the target is not a whole disk; a device-wide erase would reach beyond it".into(),
+            );
+        }
+    } else if let Some(n) = &caps.nvme {
         let c = &n.controller;
         // Several active namespaces: sanitize (always) and a format whose secure erase
         // applies to all namespaces would destroy namespaces we were not asked to wipe.
@@ -195,7 +215,7 @@ pub fn plan(caps: &Capabilities) -> Plan {
         }
     }
 
-    if let Some(a) = &caps.ata {
+    if let (true, Some(a)) = (caps.whole_disk, &caps.ata) {
         match a.erase_blocker() {
             Some(why) => {
                 skip(AtaEnhancedSecurityErase, why.to_string());
@@ -237,11 +257,7 @@ pub fn plan(caps: &Capabilities) -> Plan {
     Plan { methods, skipped }
 }
 
-fn sysfs_u64(target: &Target, sys_root: &Path, file: &str) -> Option<u64> {
-    let (major, minor) = block::open(&target.resolved, block::OpenMode::default())
-        .and_then(|f| block::dev_numbers(&f))
-        .ok()?;
-    let dir = sys_root.join(format!("dev/block/{major}:{minor}"));
+fn sysfs_u64(dir: &Path, file: &str) -> Option<u64> {
     // A partition has no queue of its own: its disk's is one level up.
     [
         dir.join("queue").join(file),
@@ -250,6 +266,15 @@ fn sysfs_u64(target: &Target, sys_root: &Path, file: &str) -> Option<u64> {
     .iter()
     .find_map(|p| std::fs::read_to_string(p).ok())
     .and_then(|s| s.trim().parse().ok())
+}
+
+/// A whole physical disk has a `device` link (the hardware behind it) and no `partition`
+/// file; dm, md and loop devices have no `device` link.
+fn is_whole_physical_disk(dir: &Path) -> bool {
+    dir.join("device").exists()
+        && !dir.join("partition").exists()
+        && !dir.join("dm").exists()
+        && !dir.join("md").exists()
 }
 
 /// Asks the device what it supports. Never writes.
@@ -266,9 +291,19 @@ fn capabilities(
     if !target.is_block_device {
         return caps;
     }
-    caps.discard = sysfs_u64(target, &opts.guard.sys_root, "discard_max_bytes").unwrap_or(0) > 0;
-    caps.write_zeroes =
-        sysfs_u64(target, &opts.guard.sys_root, "write_zeroes_max_bytes").unwrap_or(0) > 0;
+    let Some(dir) = metadata::sysfs_dir(file, &opts.guard.sys_root) else {
+        report
+            .notes
+            .push("no sysfs entry found for the device; using generic methods only".into());
+        return caps;
+    };
+    caps.discard = sysfs_u64(&dir, "discard_max_bytes").unwrap_or(0) > 0;
+    caps.write_zeroes = sysfs_u64(&dir, "write_zeroes_max_bytes").unwrap_or(0) > 0;
+    caps.whole_disk = is_whole_physical_disk(&dir);
+    if !caps.whole_disk {
+        // Not even asked: a device-wide command must never be sent through a partition.
+        return caps;
+    }
     match nvme::namespace_id(file) {
         Ok(Some(nsid)) => {
             let ident = nvme::identify_controller(file)
@@ -691,6 +726,7 @@ mod tests {
     fn nvme_with_everything_prefers_crypto_format() {
         let caps = Capabilities {
             block_device: true,
+            whole_disk: true,
             nvme: Some(nvme(0x2, 0x4, 0x3, Some(1))),
             discard: true,
             write_zeroes: true,
@@ -717,6 +753,7 @@ mod tests {
     fn nvme_without_crypto_or_sanitize_formats_user_data() {
         let caps = Capabilities {
             block_device: true,
+            whole_disk: true,
             nvme: Some(nvme(0x2, 0x0, 0, Some(1))),
             ..Default::default()
         };
@@ -743,6 +780,7 @@ mod tests {
         // FNA bit 1: secure erase applies to all namespaces; two namespaces active.
         let caps = Capabilities {
             block_device: true,
+            whole_disk: true,
             nvme: Some(nvme(0x2, 0x6, 0x3, Some(2))),
             discard: true,
             ..Default::default()
@@ -759,6 +797,7 @@ mod tests {
         // Per-namespace format (FNA 0x4): format is fine, sanitize is not.
         let caps = Capabilities {
             block_device: true,
+            whole_disk: true,
             nvme: Some(nvme(0x2, 0x4, 0x3, Some(2))),
             ..Default::default()
         };
@@ -774,6 +813,7 @@ mod tests {
         // Unknown namespace count: treated as several.
         let caps = Capabilities {
             block_device: true,
+            whole_disk: true,
             nvme: Some(nvme(0x2, 0x4, 0x3, None)),
             ..Default::default()
         };
@@ -792,6 +832,7 @@ mod tests {
     fn ata_enhanced_then_normal_and_frozen_skipped() {
         let caps = Capabilities {
             block_device: true,
+            whole_disk: true,
             ata: Some(ata(0b10_0001)),
             discard: true,
             ..Default::default()
@@ -808,6 +849,7 @@ mod tests {
         );
         let caps = Capabilities {
             block_device: true,
+            whole_disk: true,
             ata: Some(ata(0b1)),
             ..Default::default()
         };
@@ -817,6 +859,7 @@ mod tests {
         );
         let caps = Capabilities {
             block_device: true,
+            whole_disk: true,
             ata: Some(ata(0b10_1001)),
             ..Default::default()
         };
@@ -828,6 +871,7 @@ mod tests {
             .any(|(m, why)| *m == AtaSecurityErase && why.contains("frozen")));
         let caps = Capabilities {
             block_device: true,
+            whole_disk: true,
             ata: Some(ata(0b11)),
             ..Default::default()
         };
@@ -835,6 +879,42 @@ mod tests {
             .skipped
             .iter()
             .any(|(_, why)| why.contains("password is already set")));
+    }
+
+    #[test]
+    fn never_device_wide_through_a_partition() {
+        let caps = Capabilities {
+            block_device: true,
+            whole_disk: false,
+            nvme: Some(nvme(0x2, 0x4, 0x3, Some(1))),
+            ata: Some(ata(0b10_0001)),
+            discard: true,
+            ..Default::default()
+        };
+        let p = plan(&caps);
+        assert_eq!(p.methods, vec![SecureDiscard, Discard, ZeroOverwrite]);
+        assert_eq!(
+            p.skipped
+                .iter()
+                .filter(|(_, why)| why.contains("not a whole disk"))
+                .count(),
+            6
+        );
+    }
+
+    #[test]
+    fn whole_disk_detection_from_sysfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = tmp.path().join("block/sda");
+        std::fs::create_dir_all(disk.join("device")).unwrap();
+        std::fs::create_dir_all(disk.join("sda1")).unwrap();
+        std::fs::write(disk.join("sda1/partition"), "1\n").unwrap();
+        let dm = tmp.path().join("block/dm-0");
+        std::fs::create_dir_all(dm.join("dm")).unwrap();
+        assert!(is_whole_physical_disk(&disk));
+        assert!(!is_whole_physical_disk(&disk.join("sda1")));
+        assert!(!is_whole_physical_disk(&dm));
+        assert!(!is_whole_physical_disk(&tmp.path().join("block/loop0")));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! 5. Probe everything again: anything still found fails the wipe.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use agent_sys::blkid::{PartitionRange, Probe};
 use agent_sys::block;
@@ -23,9 +23,10 @@ use crate::progress::Reporter;
 use crate::zero::{self, MIB};
 use crate::{DeviceReport, ErasedSignature, FormerPartition, WipeError, WipeOptions};
 
-/// Erasures per byte range before giving up: a real disk has a handful of signatures per
-/// range; more means something rewrites them (or a libblkid bug loops).
-const MAX_ERASURES: usize = 64;
+/// Erasures per byte range before giving up. Most ranges hold a handful of signatures, but
+/// libblkid reports some formats one magic at a time (ZFS keeps up to 4 labels × 128
+/// uberblocks), and each erasure is one small write, so the bound is generous.
+const MAX_ERASURES: usize = 1024;
 
 /// A byte range to clean: the whole disk or one partition.
 #[derive(Debug, Clone)]
@@ -100,6 +101,38 @@ pub(crate) fn read_partitions(
     probe.partitions().map_err(perr)
 }
 
+/// The device's sysfs directory (`/sys/devices/.../block/sda`), resolved through
+/// `dev/block/MAJ:MIN` under `sys_root`.
+pub(crate) fn sysfs_dir(file: &File, sys_root: &Path) -> Option<PathBuf> {
+    let (major, minor) = block::dev_numbers(file).ok()?;
+    let dir = sys_root.join(format!("dev/block/{major}:{minor}"));
+    Some(std::fs::canonicalize(&dir).unwrap_or(dir))
+}
+
+/// The partitions the kernel has for the disk (`<sysdir>/<kname>/{partition,start,size}`,
+/// in 512-byte sectors). They normally match the on-disk table; they differ when the table
+/// was rewritten without a re-read, and then both sets are wiped.
+pub(crate) fn kernel_partitions(sysdir: &Path, knames: &[String]) -> Vec<PartitionRange> {
+    let read = |dir: &Path, f: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(f))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    knames
+        .iter()
+        .filter_map(|k| {
+            let dir = sysdir.join(k);
+            Some(PartitionRange {
+                number: read(&dir, "partition")? as i32,
+                start: read(&dir, "start")? * 512,
+                size: read(&dir, "size")? * 512,
+            })
+        })
+        .collect()
+}
+
 /// Erases every signature libblkid finds in `region`, appending what it erased to `erased`.
 pub(crate) fn erase_signatures(
     file: &File,
@@ -114,11 +147,21 @@ pub(crate) fn erase_signatures(
         source,
     };
     let mut probe = Probe::new(file, region.start, region.len).map_err(perr)?;
+    let mut seen = std::collections::HashSet::new();
     for _ in 0..MAX_ERASURES {
         let Some(sig) = probe.next_signature().map_err(perr)? else {
             return Ok(());
         };
         let offset = region.start + sig.offset;
+        if !seen.insert((sig.kind.clone(), offset)) {
+            // Found again where it was just erased: the write did not reach the device.
+            return Err(WipeError::DidNotStick {
+                device: device.into(),
+                kind: sig.kind,
+                offset,
+                location,
+            });
+        }
         tracing::info!(device = %device.display(), kind = %sig.kind, offset, location = %location, "erasing signature");
         probe.wipe_current().map_err(|source| WipeError::Erase {
             device: device.into(),
@@ -229,7 +272,22 @@ pub(crate) fn wipe(
     let mut rep = Reporter::new(opts.progress.clone(), device, Some(size));
     rep.phase(0, "erasing signatures");
 
-    let parts = read_partitions(&file, device)?;
+    let mut parts = read_partitions(&file, device)?;
+    if let Some(sysdir) = target
+        .is_block_device
+        .then(|| sysfs_dir(&file, &opts.guard.sys_root))
+        .flatten()
+    {
+        for k in kernel_partitions(&sysdir, &target.partitions) {
+            if !parts.iter().any(|p| p.start == k.start && p.size == k.size) {
+                report.notes.push(format!(
+                    "partition {} (bytes {}+{}) is known to the kernel but not in the on-disk table; wiped too",
+                    k.number, k.start, k.size
+                ));
+                parts.push(k);
+            }
+        }
+    }
     report.partitions = parts
         .iter()
         .map(|p| FormerPartition {
@@ -274,4 +332,37 @@ pub(crate) fn wipe(
     report.method = Some("metadata".into());
     rep.done(size);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_partitions_from_sysfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, n, start, size) in [("sdb1", 1, 2048, 4096), ("sdb2", 2, 6144, 100)] {
+            let d = tmp.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("partition"), format!("{n}\n")).unwrap();
+            std::fs::write(d.join("start"), format!("{start}\n")).unwrap();
+            std::fs::write(d.join("size"), format!("{size}\n")).unwrap();
+        }
+        let parts = kernel_partitions(tmp.path(), &["sdb1".into(), "sdb2".into(), "sdb9".into()]);
+        assert_eq!(
+            parts,
+            vec![
+                PartitionRange {
+                    number: 1,
+                    start: 2048 * 512,
+                    size: 4096 * 512
+                },
+                PartitionRange {
+                    number: 2,
+                    start: 6144 * 512,
+                    size: 100 * 512
+                },
+            ]
+        );
+    }
 }

@@ -381,3 +381,90 @@ fn exclusive_open_refuses_a_device_someone_holds() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+#[ignore = "needs root and loop devices"]
+fn metadata_wipe_finds_partitions_through_the_backup_gpt() -> Result<()> {
+    // The primary GPT header (LBA 1) and the protective MBR are gone, as after a wipe that
+    // stopped half-way; the backup header at the end of the disk still describes the
+    // partitions, and their filesystems must still be found and erased.
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir()?;
+    let img = image(dir.path(), "backup.img", 256 * MIB)?;
+    run(
+        "sgdisk",
+        &[
+            "-o",
+            "-n",
+            "1:2048:+64M",
+            "-n",
+            "2:0:+64M",
+            img.to_str().unwrap(),
+        ],
+    )?;
+    let parts = partitions(&img)?;
+    for &(n, start, size) in &parts {
+        in_partition(&img, start, size, |d| match n {
+            1 => run("mkfs.ext4", &["-q", "-F", d]).map(drop),
+            _ => run("mkswap", &[d]).map(drop),
+        })?;
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(&img)?;
+    f.write_all_at(&[0u8; 1024], 0)?;
+    f.sync_all()?;
+    let disk = Loop::whole(&img)?;
+    let r = wipe_device(&disk.path, &opts(Mode::Metadata));
+    println!("{}", serde_json::to_string_pretty(&r)?);
+    assert!(r.ok, "{:?}", r.error);
+    assert_eq!(
+        r.partitions.len(),
+        2,
+        "backup GPT not used: {:?}",
+        r.partitions
+    );
+    let kinds: Vec<&str> = r.erased.iter().map(|s| s.kind.as_str()).collect();
+    assert!(
+        kinds.contains(&"ext4") && kinds.contains(&"swap") && kinds.contains(&"gpt"),
+        "{kinds:?}"
+    );
+    assert_clean(&img, &disk, &parts)
+}
+
+#[test]
+#[ignore = "needs root and loop devices"]
+fn timing_metadata_and_overwrite_on_one_gib() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (img, _) = gpt_disk(dir.path())?;
+    let disk = Loop::whole(&img)?;
+    let r = wipe_device(&disk.path, &opts(Mode::Metadata));
+    assert!(r.ok, "{:?}", r.error);
+    println!(
+        "timing: metadata wipe, 1 GiB GPT disk with 7 partitions: {:.3} s",
+        r.seconds
+    );
+    let r = wipe_device(&disk.path, &opts(Mode::Metadata));
+    assert!(r.ok, "{:?}", r.error);
+    println!(
+        "timing: metadata wipe, 1 GiB empty disk: {:.3} s",
+        r.seconds
+    );
+    let r = wipe_device_with(
+        &disk.path,
+        &opts(Mode::Full),
+        Some(&[FullMethod::ZeroOverwrite]),
+    );
+    assert!(r.ok, "{:?}", r.error);
+    println!(
+        "timing: zero overwrite, 1 GiB loop device: {:.3} s ({:.0} MiB/s)",
+        r.seconds,
+        1024.0 / r.seconds
+    );
+    let r = wipe_device(&disk.path, &opts(Mode::Full));
+    assert!(r.ok, "{:?}", r.error);
+    println!(
+        "timing: full wipe ({}), 1 GiB loop device: {:.3} s",
+        r.method.unwrap(),
+        r.seconds
+    );
+    Ok(())
+}
