@@ -470,6 +470,7 @@ fn nvme_sanitize(
 /// to leave the drive without a password.
 fn ata_erase(
     file: &File,
+    device: &Path,
     id: &AtaIdentity,
     enhanced: bool,
     rep: &mut Reporter,
@@ -486,18 +487,22 @@ fn ata_erase(
     let timeout_ms = minutes
         .map_or(12 * 3600 * 1000u64, |m| (u64::from(m) * 2 + 10) * 60 * 1000)
         .min(u64::from(u32::MAX)) as u32;
-    ata::set_user_password(file, ATA_PASSWORD).map_err(|source| MethodError::Ata {
-        what: "SECURITY SET PASSWORD".into(),
-        source,
-    })?;
-    rep.phase(
-        0,
-        &format!(
-            "ata security erase (drive estimates {} min)",
-            minutes.map_or("?".into(), |m| m.to_string())
-        ),
-    );
-    let erased = ata::security_erase(file, ATA_PASSWORD, enhanced, timeout_ms);
+    // A failed SET PASSWORD may still have set it (a bridge can lose the status), so the
+    // clean-up below runs after any failure from here on.
+    let erased = match ata::set_user_password(file, ATA_PASSWORD) {
+        Err(source) => Err(("SECURITY SET PASSWORD", source)),
+        Ok(()) => {
+            rep.phase(
+                0,
+                &format!(
+                    "ata security erase (drive estimates {} min)",
+                    minutes.map_or("?".into(), |m| m.to_string())
+                ),
+            );
+            ata::security_erase(file, ATA_PASSWORD, enhanced, timeout_ms)
+                .map_err(|source| ("SECURITY ERASE UNIT", source))
+        }
+    };
     // Whatever happened, the drive must not be left with our password.
     let after = ata::identify(file);
     let still_enabled = after.as_ref().map(|a| a.security_enabled).unwrap_or(true);
@@ -511,8 +516,9 @@ fn ata_erase(
         match unlocked.and_then(|()| ata::disable_password(file, ATA_PASSWORD)) {
             Ok(()) => Ok("the user password was removed again".to_string()),
             Err(e) => Err(format!(
-                "the user password \"ferrox\" could NOT be removed ({}); run: hdparm --user-master u --security-disable ferrox DEVICE",
-                error_chain(&e)
+                "the user password \"ferrox\" could NOT be removed ({}); run: hdparm --user-master u --security-disable ferrox {}",
+                error_chain(&e),
+                device.display()
             )),
         }
     } else {
@@ -521,10 +527,10 @@ fn ata_erase(
     match (erased, cleanup) {
         (Ok(()), Ok(_)) => Ok(()),
         (Ok(()), Err(c)) => Err(MethodError::Msg(format!("the erase completed but {c}")).into()),
-        (Err(source), c) => {
+        (Err((what, source)), c) => {
             let c = c.unwrap_or_else(|e| e);
             Err(MethodError::Ata {
-                what: format!("SECURITY ERASE UNIT ({c})"),
+                what: format!("{what} ({c})"),
                 source,
             }
             .into())
@@ -573,8 +579,12 @@ fn run(
             nvme()?;
             nvme_sanitize(file, SanitizeAction::BlockErase, size, rep).map_err(merr)
         }
-        FullMethod::AtaEnhancedSecurityErase => ata_erase(file, ata_id()?, true, rep).map_err(merr),
-        FullMethod::AtaSecurityErase => ata_erase(file, ata_id()?, false, rep).map_err(merr),
+        FullMethod::AtaEnhancedSecurityErase => {
+            ata_erase(file, device, ata_id()?, true, rep).map_err(merr)
+        }
+        FullMethod::AtaSecurityErase => {
+            ata_erase(file, device, ata_id()?, false, rep).map_err(merr)
+        }
         FullMethod::SecureDiscard => {
             ranged(size, rep, phase, |o, n| block::secure_discard(file, o, n)).map_err(merr)
         }
