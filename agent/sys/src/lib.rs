@@ -7,6 +7,7 @@ pub mod aligned;
 pub mod ata;
 pub mod blkid;
 pub mod block;
+pub mod net;
 pub mod nvme;
 
 pub use aligned::AlignedBuf;
