@@ -37,16 +37,13 @@ pub fn parse_cpuinfo(text: &str) -> CpuInfo {
         };
         let (key, value) = (key.trim(), value.trim());
         match key {
-            "processor" => {
-                // A new stanza; arm64 also has a global "processor" line in some kernels, but
-                // per-CPU ones are numeric.
-                if value.parse::<u32>().is_ok() {
-                    if info.logical > 0 {
-                        first = false;
-                    }
-                    info.logical += 1;
-                    phys = None;
+            // A new stanza (arm64 may also have a global, non-numeric "processor" line).
+            "processor" if value.parse::<u32>().is_ok() => {
+                if info.logical > 0 {
+                    first = false;
                 }
+                info.logical += 1;
+                phys = None;
             }
             "model name" if first && info.model_name.is_none() && !value.is_empty() => {
                 info.model_name = Some(value.to_string());

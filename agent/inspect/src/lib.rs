@@ -169,13 +169,14 @@ pub fn inspect(root: &Root) -> Result<FullInventory, InspectError> {
     let pxe_mac = cmdline::get(&params, "BOOTIF").and_then(cmdline::parse_bootif);
     let mut boot = boot_info(&root.sys);
     boot.pxe_interface = pxe_mac.as_deref().and_then(|m| {
-        ifaces
-            .iter()
-            .find(|i| {
-                i.extra.permanent_mac.as_deref() == Some(m)
-                    || i.extra.current_mac.as_deref() == Some(m)
-            })
-            .map(|i| i.extra.name.clone())
+        let reported = |i: &&nics::Interface| {
+            i.extra
+                .permanent_mac
+                .as_deref()
+                .or(i.extra.current_mac.as_deref())
+                == Some(m)
+        };
+        ifaces.iter().find(reported).map(|i| i.extra.name.clone())
     });
     boot.pxe_mac = pxe_mac.clone();
     let nics_out = ifaces

@@ -31,10 +31,13 @@ pub fn hotplug_bytes(memory_dir: &Path) -> Option<u64> {
     let block = u64::from_str_radix(block.trim_start_matches("0x"), 16).ok()?;
     let mut online = 0u64;
     for name in fsread::list_dir(memory_dir) {
-        if name.starts_with("memory") && name[6..].chars().all(|c| c.is_ascii_digit()) {
-            if fsread::read_str(&memory_dir.join(&name).join("online")).as_deref() == Some("1") {
-                online += 1;
-            }
+        let is_block = name.len() > 6
+            && name.starts_with("memory")
+            && name[6..].chars().all(|c| c.is_ascii_digit());
+        if is_block
+            && fsread::read_str(&memory_dir.join(&name).join("online")).as_deref() == Some("1")
+        {
+            online += 1;
         }
     }
     (online > 0).then(|| online * block)

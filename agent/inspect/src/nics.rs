@@ -244,9 +244,8 @@ pub fn to_metal3(i: &Interface, pxe_mac: Option<&str>) -> Vec<Nic> {
         .permanent_mac
         .clone()
         .or_else(|| i.extra.current_mac.clone());
-    let pxe = (pxe_mac.is_some()
-        && (pxe_mac == mac.as_deref() || pxe_mac == i.extra.current_mac.as_deref()))
-    .then_some(true);
+    // Compare with the reported (permanent) MAC only: bond slaves share a current MAC.
+    let pxe = (pxe_mac.is_some() && pxe_mac == mac.as_deref()).then_some(true);
     let base = Nic {
         name: Some(i.extra.name.clone()),
         model: i.model.clone(),

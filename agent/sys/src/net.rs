@@ -39,7 +39,10 @@ struct IfreqData {
 pub fn permanent_mac(ifname: &str) -> io::Result<Option<String>> {
     let bytes = ifname.as_bytes();
     if bytes.is_empty() || bytes.len() >= IFNAMSIZ || bytes.contains(&0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid interface name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid interface name",
+        ));
     }
     // SAFETY: socket(2) takes no pointers; the returned descriptor is checked before use and
     // owned by the OwnedFd below, which closes it.
@@ -49,14 +52,28 @@ pub fn permanent_mac(ifname: &str) -> io::Result<Option<String>> {
     }
     // SAFETY: `raw` is a freshly created, valid descriptor that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut perm = EthtoolPermAddr { cmd: ETHTOOL_GPERMADDR, size: MAX_ADDR_LEN as u32, data: [0; MAX_ADDR_LEN] };
-    let mut req = IfreqData { name: [0; IFNAMSIZ], data: &mut perm, _pad: [0; 24] };
+    let mut perm = EthtoolPermAddr {
+        cmd: ETHTOOL_GPERMADDR,
+        size: MAX_ADDR_LEN as u32,
+        data: [0; MAX_ADDR_LEN],
+    };
+    let mut req = IfreqData {
+        name: [0; IFNAMSIZ],
+        data: &mut perm,
+        _pad: [0; 24],
+    };
     req.name[..bytes.len()].copy_from_slice(bytes);
     // SAFETY: SIOCETHTOOL with ETHTOOL_GPERMADDR reads `struct ifreq` (name NUL-terminated,
     // checked above) and copies at most `perm.size` (= MAX_ADDR_LEN, the capacity of
     // `perm.data`) address bytes into `*ifr_data`, then writes the actual length to
     // `perm.size`. Both structures live on this stack frame for the whole call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req as *mut IfreqData) };
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            SIOCETHTOOL as _,
+            &mut req as *mut IfreqData,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -65,7 +82,12 @@ pub fn permanent_mac(ifname: &str) -> io::Result<Option<String>> {
     if addr.is_empty() || addr.iter().all(|&b| b == 0) {
         return Ok(None);
     }
-    Ok(Some(addr.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")))
+    Ok(Some(
+        addr.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    ))
 }
 
 #[cfg(test)]
