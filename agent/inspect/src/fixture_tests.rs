@@ -411,7 +411,8 @@ fn server_full_inventory() {
     );
 
     // NICs: eno1 twice (v4, v6), PXE; eno2 once with its permanent MAC; lo/bond0 skipped.
-    let nics: Vec<(&str, Option<&str>, Option<&str>, Option<bool>)> = hw
+    type Row<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<bool>);
+    let nics: Vec<Row<'_>> = hw
         .nics
         .iter()
         .map(|n| {
@@ -548,10 +549,9 @@ fn validate(v: &Value, schema: &serde_yaml::Value, at: &str) -> Vec<String> {
             errs.push(format!("{at}: {v} not in enum"));
         }
     }
-    if schema.get("format").and_then(|f| f.as_str()) == Some("int32") {
-        if v.as_i64().and_then(|n| i32::try_from(n).ok()).is_none() {
-            errs.push(format!("{at}: {v} is not int32"));
-        }
+    let int32 = schema.get("format").and_then(|f| f.as_str()) == Some("int32");
+    if int32 && v.as_i64().and_then(|n| i32::try_from(n).ok()).is_none() {
+        errs.push(format!("{at}: {v} is not int32"));
     }
     if schema.get("pattern").is_some() {
         let s = v.as_str().unwrap_or_default();
