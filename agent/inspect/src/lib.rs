@@ -161,8 +161,11 @@ pub fn inspect(root: &Root) -> Result<FullInventory, InspectError> {
 
     // Disks, NICs, boot.
     let (storage, disk_extra) = disks::scan(root);
-    let live_fn: &dyn Fn(&str) -> Option<String> = &live_perm_addr;
-    let ifaces = nics::scan(root, root.live.then_some(live_fn));
+    let live = root.live.then(|| nics::Live {
+        perm_addr: &live_perm_addr,
+        ipv4: agent_sys::net::ipv4_addresses().ok(),
+    });
+    let ifaces = nics::scan(root, live.as_ref());
     let params = fsread::read_text(&root.proc_.join("cmdline"))
         .map(|c| cmdline::parse(&c))
         .unwrap_or_default();

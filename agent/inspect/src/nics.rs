@@ -9,7 +9,8 @@
 //! IPv4 addresses come from /proc/net/fib_trie (local /32 host entries) matched to an
 //! interface through its connected route in /proc/net/route — pure file reads, so fixtures
 //! cover them. An address without a connected route (a /32, `noprefixroute`) can't be placed
-//! this way and is missed; on a live host the caller may add addresses from getifaddrs.
+//! this way and is missed, so on a live host getifaddrs (agent-sys) is used instead; it also
+//! gives the kernel's order, primary address first, which is what IPA picks from.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -157,9 +158,17 @@ pub struct Interface {
 /// Permanent MAC lookup for live hosts (the ETHTOOL_GPERMADDR ioctl).
 pub type PermAddrFn<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// What only a live host can answer (ioctls, getifaddrs); `None` for fixture trees.
+pub struct Live<'a> {
+    pub perm_addr: PermAddrFn<'a>,
+    /// (interface, address) in the kernel's order, primary first — the order IPA picks from.
+    pub ipv4: Option<Vec<(String, Ipv4Addr)>>,
+}
+
 /// All physical interfaces, sorted by name.
-pub fn scan(root: &Root, perm_addr: Option<PermAddrFn<'_>>) -> Vec<Interface> {
+pub fn scan(root: &Root, live: Option<&Live<'_>>) -> Vec<Interface> {
     let net = root.sys.join("class/net");
+    let live_v4 = live.and_then(|l| l.ipv4.as_ref());
     let v4_local = read_text(&root.proc_.join("net/fib_trie"))
         .map(|t| parse_fib_trie_local(&t))
         .unwrap_or_default();
@@ -186,16 +195,22 @@ pub fn scan(root: &Root, perm_addr: Option<PermAddrFn<'_>>) -> Vec<Interface> {
             read_str(&dir.join("bonding_slave/perm_hwaddr"))
                 .and_then(|a| normalize_mac(&a))
                 .or_else(|| {
-                    perm_addr
-                        .and_then(|f| f(&name))
+                    live.and_then(|l| (l.perm_addr)(&name))
                         .and_then(|a| normalize_mac(&a))
                 })
         };
-        let v4: Vec<Ipv4Addr> = v4_local
-            .iter()
-            .copied()
-            .filter(|a| iface_for(*a, &routes) == Some(name.as_str()))
-            .collect();
+        let v4: Vec<Ipv4Addr> = match live_v4 {
+            Some(list) => list
+                .iter()
+                .filter(|(n, a)| *n == name && !a.is_loopback())
+                .map(|(_, a)| *a)
+                .collect(),
+            None => v4_local
+                .iter()
+                .copied()
+                .filter(|a| iface_for(*a, &routes) == Some(name.as_str()))
+                .collect(),
+        };
         let v6s = v6.get(&name).cloned().unwrap_or_default();
         let vendor = read_str(&device.join("vendor"));
         let product = read_str(&device.join("device"));

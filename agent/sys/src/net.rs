@@ -1,7 +1,10 @@
-//! Network ioctls: the permanent (burned-in) MAC address of an interface, which sysfs doesn't
-//! export when the current address was changed (bond slaves, randomised or user-set MACs).
+//! Network queries sysfs can't answer: the permanent (burned-in) MAC address of an interface,
+//! which sysfs doesn't export when the current address was changed (bond slaves, randomised or
+//! user-set MACs), and the IPv4 addresses per interface in the kernel's order (getifaddrs).
 
+use std::ffi::CStr;
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// `#define SIOCETHTOOL 0x8946` (<uapi/linux/sockios.h>) — ethtool request, `ifr_data` points
@@ -90,6 +93,44 @@ pub fn permanent_mac(ifname: &str) -> io::Result<Option<String>> {
     ))
 }
 
+/// IPv4 addresses with their interface, in the kernel's order (each interface's primary
+/// address first), from getifaddrs(3). Alias labels (`eth0:1`) are reduced to the interface.
+pub fn ipv4_addresses() -> io::Result<Vec<(String, Ipv4Addr)>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs(3) writes a list head to the pointer we pass, which points at a local
+    // variable; on success the list is ours until freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned; it stays valid until the
+        // freeifaddrs call below, and we only read it.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() && !ifa.ifa_name.is_null() {
+            // SAFETY: a non-null `ifa_addr` points at a sockaddr, whose family field is always
+            // readable.
+            let family = unsafe { (*ifa.ifa_addr).sa_family };
+            if i32::from(family) == libc::AF_INET {
+                // SAFETY: the family is AF_INET, so the sockaddr is a `struct sockaddr_in`.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                // SAFETY: `ifa_name` is a NUL-terminated string owned by the list; it is copied
+                // into an owned String before the list is freed.
+                let label = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
+                let name = label.split(':').next().unwrap_or_default().to_string();
+                out.push((name, addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed exactly once; nothing
+    // borrowed from the list outlives this point (`out` holds owned copies).
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +140,15 @@ mod tests {
         assert!(permanent_mac("").is_err());
         assert!(permanent_mac("a-very-long-interface-name").is_err());
         assert!(permanent_mac("eth\0").is_err());
+    }
+
+    #[test]
+    fn loopback_has_127_0_0_1() {
+        let addrs = ipv4_addresses().unwrap();
+        assert!(
+            addrs.contains(&("lo".to_string(), Ipv4Addr::LOCALHOST)),
+            "{addrs:?}"
+        );
     }
 
     #[test]
