@@ -95,10 +95,38 @@ pub(crate) fn inspect_disk(root: &Root, kname: &str, links: &Links) -> (Storage,
     let device = dir.join("device");
     let canon_devices = fsread::canonical(&root.sys.join("devices"));
     let real = fsread::canonical(&dir);
-    let rel: Option<PathBuf> = match (&real, &canon_devices) {
-        (Some(r), Some(d)) => r.strip_prefix(d).ok().map(Path::to_path_buf),
-        _ => None,
+    let under_devices = |p: &Option<PathBuf>| -> Option<PathBuf> {
+        match (p, &canon_devices) {
+            (Some(r), Some(d)) => r.strip_prefix(d).ok().map(Path::to_path_buf),
+            _ => None,
+        }
     };
+    let mut rel = under_devices(&real);
+    // NVMe native multipath: the namespace head lives under
+    // virtual/nvme-subsystem/nvme-subsysN/, next to links to its controllers. Like udev's
+    // path_id, name it after a controller (the first) so it still gets a PCI path.
+    if rel
+        .as_ref()
+        .is_some_and(|r| r.starts_with("virtual/nvme-subsystem"))
+    {
+        let subsys = real
+            .as_ref()
+            .and_then(|r| r.parent())
+            .map(Path::to_path_buf);
+        let ctrl = subsys.as_ref().and_then(|d| {
+            list_dir(d).into_iter().find_map(|n| {
+                let is_ctrl = n.len() > 4
+                    && n.starts_with("nvme")
+                    && n[4..].chars().all(|c| c.is_ascii_digit());
+                is_ctrl
+                    .then(|| under_devices(&fsread::canonical(&d.join(&n))))
+                    .flatten()
+            })
+        });
+        if let Some(ctrl_path) = ctrl {
+            rel = Some(ctrl_path.join(kname));
+        }
+    }
     let rel_s = rel
         .as_ref()
         .map(|p| p.to_string_lossy().into_owned())

@@ -236,6 +236,42 @@ fn server() -> Tree {
             "S64GNE0R123456      \n",
         );
 
+    // NVMe with native multipath: the head under nvme-subsystem, the hidden per-path device
+    // under the controller.
+    let subsys = "virtual/nvme-subsystem/nvme-subsys1";
+    let ctrl1 = "pci0000:00/0000:00:01.2/0000:04:00.0/nvme/nvme1";
+    block(
+        &t,
+        &format!("{subsys}/nvme1n1"),
+        "nvme1n1",
+        1_875_385_008,
+        false,
+    );
+    block(
+        &t,
+        &format!("{ctrl1}/nvme1c1n1"),
+        "nvme1c1n1",
+        1_875_385_008,
+        false,
+    );
+    t.file(&format!("sys/devices/{ctrl1}/nvme1c1n1/hidden"), "1\n")
+        .link(
+            &format!("sys/devices/{subsys}/nvme1n1/device"),
+            "../../nvme-subsys1",
+        )
+        .link(
+            &format!("sys/devices/{subsys}/nvme1"),
+            &format!("../../../{ctrl1}"),
+        )
+        .file(
+            &format!("sys/devices/{subsys}/model"),
+            "INTEL SSDPE2KX010T8\n",
+        )
+        .file(
+            &format!("sys/devices/{subsys}/serial"),
+            "PHLJ9123456X1P0FGN\n",
+        );
+
     // A MegaRAID virtual drive (NAA 6 with vendor extension).
     let raid = "pci0000:00/0000:00:02.0/0000:02:00.0";
     let sdc = scsi_disk(&t, raid, [2, 2, 0, 0], "sdc", 3_904_897_024, false);
@@ -345,7 +381,7 @@ fn server_full_inventory() {
         .iter()
         .map(|d| d.kname.as_str())
         .collect();
-    assert_eq!(names, ["loop0", "nvme0n1", "sda", "sdb", "sdc"]);
+    assert_eq!(names, ["loop0", "nvme0n1", "nvme1n1", "sda", "sdb", "sdc"]);
     let by = |k: &str| {
         let i = names.iter().position(|n| *n == k).unwrap();
         (&hw.storage[i], &inv.ferrox_extra.disks[i])
@@ -388,6 +424,12 @@ fn server_full_inventory() {
     assert!(nvme
         .alternate_names
         .contains(&"/dev/disk/by-id/nvme-SAMSUNG_MZQL21T9HCJR-00A07_S64GNE0R123456".to_string()));
+    let (mp, _) = by("nvme1n1");
+    assert_eq!(
+        mp.name.as_deref(),
+        Some("/dev/disk/by-path/pci-0000:04:00.0-nvme-1")
+    );
+    assert_eq!(mp.serial_number.as_deref(), Some("PHLJ9123456X1P0FGN"));
     let (sdc, _) = by("sdc");
     assert_eq!(sdc.hctl.as_deref(), Some("2:2:0:0"));
     assert_eq!(
@@ -466,7 +508,7 @@ fn udev_links_win_over_synthesized_names() {
         )
         .link("dev/disk/by-id/wwn-0x5002538e40a1b2c3", "../../sda");
     let inv = inspect(&t.root()).unwrap();
-    let sda = &inv.hardware.storage[2];
+    let sda = &inv.hardware.storage[3];
     assert_eq!(
         sda.name.as_deref(),
         Some("/dev/disk/by-path/pci-0000:00:17.0-ata-1.0")
@@ -481,7 +523,7 @@ fn udev_links_win_over_synthesized_names() {
         ]
     );
     // With udev present, a disk it gave no by-path link to keeps its kernel name.
-    assert_eq!(inv.hardware.storage[4].name.as_deref(), Some("/dev/sdc"));
+    assert_eq!(inv.hardware.storage[5].name.as_deref(), Some("/dev/sdc"));
 }
 
 #[test]
