@@ -340,6 +340,7 @@ pub fn scan(root: &Root) -> (Vec<Storage>, Vec<DiskExtra>) {
     let mut extra = Vec::new();
     for kname in list_dir(&sys_block) {
         if !is_candidate(&sys_block, &kname) {
+            tracing::debug!(device = %kname, "not a disk we report");
             continue;
         }
         let (s, e) = inspect_disk(root, &kname, &links);

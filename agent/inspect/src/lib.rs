@@ -153,10 +153,20 @@ pub fn inspect(root: &Root) -> Result<FullInventory, InspectError> {
 
     // SMBIOS and memory.
     let sm = smbios::read(&root.sys);
+    match &sm {
+        Some(s) => tracing::debug!(source = s.source, "SMBIOS read"),
+        None => tracing::debug!("no SMBIOS table or dmi/id: vendor and firmware facts unknown"),
+    }
     let kernel_total = fsread::read_text(&root.proc_.join("meminfo"))
         .and_then(|t| memory::parse_meminfo_total(&t));
-    let hotplug = memory::hotplug_bytes(&root.sys.join("devices/system/memory"));
     let smbios_mem = sm.as_ref().and_then(|s| s.memory_bytes);
+    // Counting memory blocks reads one file per block (thousands on big hosts): only when
+    // SMBIOS has no answer.
+    let hotplug = if smbios_mem.is_some_and(|m| m > 0) {
+        None
+    } else {
+        memory::hotplug_bytes(&root.sys.join("devices/system/memory"))
+    };
     let physical = memory::physical_bytes(smbios_mem, hotplug, kernel_total);
 
     // Disks, NICs, boot.
