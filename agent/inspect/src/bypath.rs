@@ -5,7 +5,7 @@
 //! |---|---|
 //! | SATA behind AHCI | `pci-0000:00:1f.2-ata-1.0` (compat link `pci-0000:00:1f.2-ata-1`) |
 //! | NVMe namespace | `pci-0000:03:00.0-nvme-1` |
-//! | virtio-blk | `pci-0000:00:05.0` (the virtio bus adds nothing) |
+//! | virtio-blk | `pci-0000:00:05.0` (legacy link `virtio-pci-0000:00:05.0`) |
 //! | SAS | `pci-0000:02:00.0-sas-0x5000c500a1b2c3d4-lun-0` |
 //! | other SCSI (RAID HBA, virtio-scsi) | `pci-0000:02:00.0-scsi-0:2:0:0` |
 //! | USB storage | `pci-0000:00:14.0-usb-0:1:1.0-scsi-0:0:0:0` |
@@ -74,7 +74,8 @@ pub fn synthesize(c: &[&str], attr: AttrFn<'_>) -> ByPath {
     let mut compat_suffix: Option<String> = None;
     // Index from which to search upwards for usb/pci parents.
     let above;
-    if numbered(c[dev], "virtio").is_some() {
+    let virtio_blk = numbered(c[dev], "virtio").is_some();
+    if virtio_blk {
         above = dev;
     } else if numbered(c[dev], "nvme").is_some() && dev >= 1 && c[dev - 1] == "nvme" {
         let nsid = attr(kname_at, "nsid")
@@ -137,9 +138,16 @@ pub fn synthesize(c: &[&str], attr: AttrFn<'_>) -> ByPath {
             middle = format!("-usb-0:{port}");
         } else if is_pci_addr(comp) {
             let head = format!("pci-{comp}{middle}");
+            let primary = format!("{head}{suffix}");
+            // 60-persistent-storage.rules keeps a legacy `virtio-pci-…` link for virtio-blk.
+            let compat = match compat_suffix {
+                Some(s) => Some(format!("{head}{s}")),
+                None if virtio_blk => Some(format!("virtio-{primary}")),
+                None => None,
+            };
             return ByPath {
-                primary: Some(format!("{head}{suffix}")),
-                compat: compat_suffix.map(|s| format!("{head}{s}")),
+                primary: Some(primary),
+                compat,
             };
         }
     }
