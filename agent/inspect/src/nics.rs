@@ -169,12 +169,19 @@ pub struct Live<'a> {
 pub fn scan(root: &Root, live: Option<&Live<'_>>) -> Vec<Interface> {
     let net = root.sys.join("class/net");
     let live_v4 = live.and_then(|l| l.ipv4.as_ref());
-    let v4_local = read_text(&root.proc_.join("net/fib_trie"))
-        .map(|t| parse_fib_trie_local(&t))
-        .unwrap_or_default();
-    let routes = read_text(&root.proc_.join("net/route"))
-        .map(|t| parse_route(&t))
-        .unwrap_or_default();
+    // fib_trie can be large on a router-like host: skip it when getifaddrs answered.
+    let (v4_local, routes) = if live_v4.is_some() {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            read_text(&root.proc_.join("net/fib_trie"))
+                .map(|t| parse_fib_trie_local(&t))
+                .unwrap_or_default(),
+            read_text(&root.proc_.join("net/route"))
+                .map(|t| parse_route(&t))
+                .unwrap_or_default(),
+        )
+    };
     let v6 = read_text(&root.proc_.join("net/if_inet6"))
         .map(|t| parse_if_inet6(&t))
         .unwrap_or_default();
