@@ -1,2 +1,14 @@
-//! Streamed image writes.
+//! Streamed image writes: an image is downloaded over HTTP(S), checksummed, decoded (raw,
+//! zstd, gzip, xz, qcow2) and written to a disk in one pass, with bounded memory.
+//!
+//! The entry point is [`write_image`]; see [`pipeline`] for the stages and the safety order.
+pub mod checksum;
 pub mod format;
+pub mod http;
+pub mod pipeline;
+pub mod progress;
+pub mod writer;
+
+pub use checksum::{ChecksumAlgo, ChecksumSpec, ChecksumSpecError};
+pub use pipeline::{write_image, ImageError, WriteReport, WriteRequest};
+pub use progress::ProgressFn;
