@@ -4,6 +4,7 @@
 //! The entry point is [`write_image`]; see [`pipeline`] for the stages and the safety order.
 pub mod checksum;
 pub mod format;
+pub mod hints;
 pub mod http;
 pub mod pipeline;
 pub mod progress;
