@@ -208,6 +208,7 @@ enum Chunk {
 
 struct DownloadStats {
     bytes: u64,
+    total: Option<u64>,
     resumes: u32,
 }
 
@@ -299,6 +300,7 @@ async fn download(
     progress.update("downloaded", pos);
     Ok(DownloadStats {
         bytes: pos,
+        total,
         resumes,
     })
 }
@@ -565,6 +567,7 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
     };
 
     let mut progress = Reporter::new(req.progress.clone(), device_name);
+    progress.set_total(Some(stats.total.unwrap_or(stats.bytes)));
     progress.update("verifying", stats.bytes);
     if actual != expected {
         return Err(ImageError::ChecksumMismatch {
