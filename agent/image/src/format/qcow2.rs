@@ -403,6 +403,17 @@ pub struct Qcow2Map {
     pub mapped: Vec<(u64, u64)>,
 }
 
+/// Bytes `[offset, offset + bytes.len())` kept after the stream passed them; still growing
+/// while the stream is before `until`.
+struct Retained {
+    offset: u64,
+    until: u64,
+    bytes: Vec<u8>,
+}
+
+/// How many retained tails to keep (each at most one cluster and a sector).
+const MAX_RETAINED: usize = 4;
+
 struct Active {
     range: HostRange,
     buf: Vec<u8>,
@@ -426,6 +437,9 @@ pub struct Qcow2Decoder {
     covered: Vec<(u64, u64)>,
     l1: Vec<u64>,
     deferred: Vec<HostRange>,
+    /// Recently passed bytes that later compressed clusters may still use (see
+    /// [`Self::retain_after_compressed`]), oldest first.
+    retained: std::collections::VecDeque<Retained>,
     stream_ended: bool,
     cluster_buf: Vec<u8>,
     inflate: Option<flate2::Decompress>,
@@ -452,6 +466,7 @@ impl Qcow2Decoder {
             covered: Vec::new(),
             l1: Vec::new(),
             deferred: Vec::new(),
+            retained: std::collections::VecDeque::new(),
             stream_ended: false,
             cluster_buf: Vec::new(),
             inflate: None,
@@ -524,7 +539,7 @@ impl Qcow2Decoder {
     }
 
     /// Queues a range after validating it against everything mapped so far.
-    fn register(&mut self, range: HostRange) -> Result<(), FormatError> {
+    fn register(&mut self, range: HostRange, sink: &mut dyn Sink) -> Result<(), FormatError> {
         let (start, end) = (range.offset, range.end());
         if end > MAX_HOST_OFFSET {
             return Err(corrupt(format!(
@@ -561,6 +576,15 @@ impl Qcow2Decoder {
             };
             self.claim(start, end, owner);
         }
+        if compressed && start < self.pos && !self.stream_ended {
+            if let Some(prefix) = self.retained_bytes(start, end.min(self.pos)) {
+                if end <= self.pos {
+                    return self.complete(range, &prefix, sink, false);
+                }
+                self.active.push(Active { range, buf: prefix });
+                return Ok(());
+            }
+        }
         if start < self.pos || self.stream_ended {
             if self.stream_ended && end > self.pos {
                 return Err(FormatError::Truncated(format!(
@@ -594,6 +618,59 @@ impl Qcow2Decoder {
             )));
         }
         Ok(())
+    }
+
+    /// qemu packs compressed clusters byte by byte into a "current" host cluster and keeps
+    /// filling its tail later, even after allocating L2 tables or uncompressed clusters
+    /// further on (`qcow2_alloc_bytes`). So a compressed cluster mapped by a later L2 table
+    /// may sit in the tail of an earlier cluster: keep that tail (from the last sector of
+    /// the compressed cluster that just ended to the end of its host cluster) while it passes.
+    fn retain_after_compressed(&mut self, range: &HostRange, buf: &[u8]) {
+        let cs = self.h().cluster_size();
+        let end = range.end();
+        let from = range.offset.max(end.saturating_sub(512));
+        let until = end.next_multiple_of(cs).max(end);
+        if let Some(last) = self.retained.back() {
+            if last.offset <= from
+                && last.until == until
+                && last.offset + last.bytes.len() as u64 >= from
+            {
+                return;
+            }
+        }
+        let have = (end - from) as usize;
+        let bytes = buf[buf.len().saturating_sub(have)..].to_vec();
+        if bytes.len() != have {
+            return;
+        }
+        if self.retained.len() == MAX_RETAINED {
+            self.retained.pop_front();
+        }
+        self.retained.push_back(Retained {
+            offset: from,
+            until,
+            bytes,
+        });
+    }
+
+    /// Appends stream bytes at `pos` to the retained tails still growing.
+    fn capture(&mut self, pos: u64, chunk: &[u8]) {
+        for r in self.retained.iter_mut() {
+            let have_end = r.offset + r.bytes.len() as u64;
+            if have_end == pos && pos < r.until {
+                let n = ((r.until - pos) as usize).min(chunk.len());
+                r.bytes.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+
+    /// Retained bytes `[start, end)`, if one tail holds them all.
+    fn retained_bytes(&self, start: u64, end: u64) -> Option<Vec<u8>> {
+        self.retained.iter().find_map(|r| {
+            let have_end = r.offset + r.bytes.len() as u64;
+            (r.offset <= start && end <= have_end)
+                .then(|| r.bytes[(start - r.offset) as usize..(end - r.offset) as usize].to_vec())
+        })
     }
 
     fn claim(&mut self, start: u64, end: u64, owner: Owner) {
@@ -662,11 +739,14 @@ impl Qcow2Decoder {
                 .insert(rt_off, (rt_off + rt_len, Owner::RefcountTable));
         }
         if l1_len > 0 {
-            self.register(HostRange {
-                offset: l1_off,
-                len: l1_len,
-                kind: RangeKind::L1Table,
-            })?;
+            self.register(
+                HostRange {
+                    offset: l1_off,
+                    len: l1_len,
+                    kind: RangeKind::L1Table,
+                },
+                sink,
+            )?;
         }
         Ok(())
     }
@@ -680,8 +760,8 @@ impl Qcow2Decoder {
         cut_off: bool,
     ) -> Result<(), FormatError> {
         match range.kind {
-            RangeKind::L1Table => self.read_l1(bytes),
-            RangeKind::L2Table { l1_index } => self.read_l2(l1_index, bytes),
+            RangeKind::L1Table => self.read_l1(bytes, sink),
+            RangeKind::L2Table { l1_index } => self.read_l2(l1_index, bytes, sink),
             RangeKind::Compressed { guest } => {
                 match self.decompress_cluster(bytes) {
                     Ok(()) => {}
@@ -704,7 +784,7 @@ impl Qcow2Decoder {
         }
     }
 
-    fn read_l1(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
+    fn read_l1(&mut self, bytes: &[u8], sink: &mut dyn Sink) -> Result<(), FormatError> {
         let h = self.h().clone();
         let cs = h.cluster_size();
         let per_entry = cs * h.l2_entries();
@@ -730,17 +810,25 @@ impl Qcow2Decoder {
                     "L1 entry {i} maps guest offsets past the virtual size"
                 )));
             }
-            self.register(HostRange {
-                offset: off,
-                len: cs,
-                kind: RangeKind::L2Table { l1_index: i as u64 },
-            })?;
+            self.register(
+                HostRange {
+                    offset: off,
+                    len: cs,
+                    kind: RangeKind::L2Table { l1_index: i as u64 },
+                },
+                sink,
+            )?;
         }
         self.l1 = entries;
         Ok(())
     }
 
-    fn read_l2(&mut self, l1_index: u64, bytes: &[u8]) -> Result<(), FormatError> {
+    fn read_l2(
+        &mut self,
+        l1_index: u64,
+        bytes: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Result<(), FormatError> {
         let h = self.h().clone();
         let cs = h.cluster_size();
         let first_guest = l1_index * h.l2_entries() * cs;
@@ -766,11 +854,14 @@ impl Qcow2Decoder {
                 if coff < cs {
                     return Err(corrupt(format!("{} points into the header", here())));
                 }
-                self.register(HostRange {
-                    offset: coff,
-                    len: clen,
-                    kind: RangeKind::Compressed { guest },
-                })?;
+                self.register(
+                    HostRange {
+                        offset: coff,
+                        len: clen,
+                        kind: RangeKind::Compressed { guest },
+                    },
+                    sink,
+                )?;
                 self.cover(guest, len);
                 continue;
             }
@@ -809,11 +900,14 @@ impl Qcow2Decoder {
                 // Unallocated; without a backing file it reads as zeros.
                 continue;
             }
-            self.register(HostRange {
-                offset: off,
-                len: cs,
-                kind: RangeKind::Data { guest },
-            })?;
+            self.register(
+                HostRange {
+                    offset: off,
+                    len: cs,
+                    kind: RangeKind::Data { guest },
+                },
+                sink,
+            )?;
             self.cover(guest, len);
         }
         Ok(())
@@ -888,6 +982,7 @@ impl Qcow2Decoder {
                     Some((&next, _)) => (next - self.pos).min(input.len() as u64) as usize,
                     None => input.len(),
                 };
+                self.capture(self.pos, &input[..skip]);
                 self.pos += skip as u64;
                 input = &input[skip..];
                 continue;
@@ -900,6 +995,7 @@ impl Qcow2Decoder {
                 step = step.min(a.range.end() - self.pos);
             }
             let (chunk, rest) = input.split_at(step as usize);
+            self.capture(self.pos, chunk);
             for a in &mut self.active {
                 match a.range.kind {
                     RangeKind::Data { guest } => {
@@ -919,6 +1015,9 @@ impl Qcow2Decoder {
             while i < self.active.len() {
                 if self.active[i].range.end() == self.pos {
                     let done = self.active.swap_remove(i);
+                    if matches!(done.range.kind, RangeKind::Compressed { .. }) {
+                        self.retain_after_compressed(&done.range, &done.buf);
+                    }
                     self.complete(done.range, &done.buf, sink, false)?;
                 } else {
                     i += 1;
@@ -1019,3 +1118,7 @@ impl Decoder for Qcow2Decoder {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "qcow2_tests.rs"]
+mod tests;
