@@ -130,13 +130,13 @@ impl Disk {
         let write_end = self.round_up(end).min(self.size.max(end));
         let len = (write_end - start) as usize;
         buf.set_len(buf.capacity());
-        if self.align > 1 && (head_pad > 0 || data_end % align != 0) {
+        if self.align > 1 && (head_pad > 0 || !data_end.is_multiple_of(align)) {
             let mut scratch = AlignedBuf::zeroed(align);
             if head_pad > 0 {
                 self.read_block(start, &mut scratch)?;
                 buf[..head_pad].copy_from_slice(&scratch[..head_pad]);
             }
-            if data_end % align != 0 {
+            if !data_end.is_multiple_of(align) {
                 let block_start = data_end - data_end % align;
                 self.read_block(start + block_start as u64, &mut scratch)?;
                 let from = data_end - block_start;
