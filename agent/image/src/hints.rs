@@ -282,3 +282,202 @@ pub fn default_root_device(disks: &[Storage]) -> Result<&Storage, HintError> {
             },
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(kname: &str, by_path: &str, size_gib: i64, rotational: bool) -> Storage {
+        Storage {
+            name: Some(by_path.to_string()),
+            alternate_names: vec![kname.to_string(), format!("/dev/disk/by-id/wwn-{kname}")],
+            rotational: Some(rotational),
+            size_bytes: Some(size_gib * GIB as i64),
+            vendor: Some("ATA".into()),
+            model: Some(format!("Samsung SSD 870 {kname}")),
+            serial_number: Some(format!("S5-{}", kname.trim_start_matches("/dev/"))),
+            wwn: Some(format!("0x5002538e{}", kname.len())),
+            hctl: Some(format!("{}:0:0:0", kname.len() % 3)),
+            ..Default::default()
+        }
+    }
+
+    fn disks() -> Vec<Storage> {
+        vec![
+            disk(
+                "/dev/sda",
+                "/dev/disk/by-path/pci-0000:00:17.0-ata-1",
+                480,
+                false,
+            ),
+            disk(
+                "/dev/sdb",
+                "/dev/disk/by-path/pci-0000:00:17.0-ata-2",
+                4000,
+                true,
+            ),
+            Storage {
+                name: Some("/dev/disk/by-path/pci-0000:01:00.0-nvme-1".into()),
+                alternate_names: vec!["/dev/nvme0n1".into()],
+                rotational: Some(false),
+                size_bytes: Some(960 * GIB as i64),
+                model: Some("Dell Ent NVMe".into()),
+                serial_number: Some("NV123".into()),
+                wwn: Some("eui.0025".into()),
+                ..Default::default()
+            },
+            disk("/dev/sdc", "/dev/disk/by-path/usb-0:1", 2, false),
+        ]
+    }
+
+    fn hints(json: &str) -> RootDeviceHints {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn table() {
+        let disks = disks();
+        // (hints, expected kernel name or an error substring)
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            (r#"{"deviceName": "/dev/sdb"}"#, Ok("/dev/sdb")),
+            (r#"{"deviceName": "/dev/nvme0n1"}"#, Ok("/dev/nvme0n1")),
+            (
+                r#"{"deviceName": "/dev/disk/by-path/pci-0000:00:17.0-ata-1"}"#,
+                Ok("/dev/sda"),
+            ),
+            (
+                r#"{"deviceName": "/dev/disk/by-id/wwn-/dev/sdc"}"#,
+                Ok("/dev/sdc"),
+            ),
+            (r#"{"deviceName": "/dev/sdz"}"#, Err("no disk matches")),
+            (r#"{"deviceName": "sda"}"#, Err("no disk matches")),
+            (r#"{"serialNumber": "nv123"}"#, Ok("/dev/nvme0n1")),
+            (r#"{"serialNumber": " NV123 "}"#, Ok("/dev/nvme0n1")),
+            (
+                r#"{"serialNumber": "NV12"}"#,
+                Err("serialNumber is \"NV123\""),
+            ),
+            (r#"{"model": "nvme"}"#, Ok("/dev/nvme0n1")),
+            (r#"{"model": "Samsung"}"#, Err("3 disks match")),
+            (
+                r#"{"model": "Samsung", "rotational": true}"#,
+                Ok("/dev/sdb"),
+            ),
+            (
+                r#"{"model": "Samsung", "minSizeGigabytes": 100, "rotational": false}"#,
+                Ok("/dev/sda"),
+            ),
+            (
+                r#"{"vendor": "ata", "minSizeGigabytes": 1000}"#,
+                Ok("/dev/sdb"),
+            ),
+            (r#"{"vendor": "Dell"}"#, Err("no vendor")),
+            (r#"{"minSizeGigabytes": 960}"#, Err("2 disks match")),
+            (
+                r#"{"minSizeGigabytes": 961, "rotational": false}"#,
+                Err("960 GiB < 961 GiB"),
+            ),
+            (r#"{"minSizeGigabytes": 4000}"#, Ok("/dev/sdb")),
+            (r#"{"wwn": "EUI.0025"}"#, Ok("/dev/nvme0n1")),
+            (r#"{"wwnWithExtension": "x"}"#, Err("no wwnWithExtension")),
+            (r#"{"hctl": "2:0:0:0"}"#, Err("3 disks match")),
+            (
+                r#"{"hctl": "2:0:0:0", "deviceName": "/dev/sdc"}"#,
+                Ok("/dev/sdc"),
+            ),
+            (r#"{"rotational": true}"#, Ok("/dev/sdb")),
+            // Unset hints (empty strings, size 0) fall back to the default choice.
+            (r#"{"model": "", "minSizeGigabytes": 0}"#, Ok("/dev/sda")),
+            (r#"{}"#, Ok("/dev/sda")),
+        ];
+        for (json, want) in cases {
+            let h = hints(json);
+            match (select_device(&h, &disks), want) {
+                (Ok(d), Ok(name)) => assert_eq!(disk_label(d), *name, "{json}"),
+                (Err(e), Err(text)) => {
+                    assert!(e.to_string().contains(text), "{json}: {e}")
+                }
+                (got, want) => panic!("{json}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn errors_explain_each_disk() {
+        let disks = disks();
+        let e =
+            select_device(&hints(r#"{"model": "intel", "rotational": true}"#), &disks).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(
+                r#"no disk matches the root device hints {model contains "intel", rotational=true}"#
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(r#"/dev/sda: model is "Samsung SSD 870 /dev/sda", rotational is false"#),
+            "{msg}"
+        );
+        assert!(msg.contains(r#"/dev/sdb: model is"#), "{msg}");
+        let e = select_device(&hints(r#"{"rotational": false}"#), &disks).unwrap_err();
+        assert_eq!(
+            e,
+            HintError::Ambiguous {
+                hints: "{rotational=false}".into(),
+                candidates: vec!["/dev/sda".into(), "/dev/nvme0n1".into(), "/dev/sdc".into()],
+            }
+        );
+        assert!(select_device(&hints(r#"{"rotational": false}"#), &[])
+            .unwrap_err()
+            .to_string()
+            .contains("no disks were found"));
+    }
+
+    #[test]
+    fn unknown_fields_refused_and_metal3_shape_accepted() {
+        assert!(serde_json::from_str::<RootDeviceHints>(r#"{"size": 10}"#).is_err());
+        assert!(serde_json::from_str::<RootDeviceHints>(r#"{"serial": "x"}"#).is_err());
+        let h = hints(
+            r#"{"deviceName":"/dev/sda","hctl":"0:0:0:0","model":"m","vendor":"v","serialNumber":"s",
+                "minSizeGigabytes":20,"wwn":"w","wwnWithExtension":"we","wwnVendorExtension":"wv","rotational":false}"#,
+        );
+        assert_eq!(h.min_size_gigabytes, Some(20));
+        assert_eq!(h.wwn_vendor_extension.as_deref(), Some("wv"));
+        assert!(!h.is_empty());
+        assert!(hints(r#"{"deviceName": null, "model": ""}"#).is_empty());
+    }
+
+    #[test]
+    fn default_root_device_like_ipa() {
+        let mut disks = disks();
+        assert_eq!(disk_label(default_root_device(&disks).unwrap()), "/dev/sda");
+        // Ties on size: the name decides.
+        disks.push(disk("/dev/sd0", "/dev/disk/by-path/x", 480, true));
+        assert_eq!(disk_label(default_root_device(&disks).unwrap()), "/dev/sd0");
+        // Exactly 4 GiB qualifies; anything smaller or of unknown size does not.
+        let small = vec![
+            Storage {
+                size_bytes: Some(4 * GIB as i64 - 1),
+                name: Some("/dev/a".into()),
+                ..Default::default()
+            },
+            Storage {
+                size_bytes: None,
+                name: Some("/dev/b".into()),
+                ..Default::default()
+            },
+            Storage {
+                size_bytes: Some(4 * GIB as i64),
+                name: Some("/dev/c".into()),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(disk_label(default_root_device(&small).unwrap()), "/dev/c");
+        let e = default_root_device(&small[..2]).unwrap_err().to_string();
+        assert!(
+            e.contains("/dev/a 4294967295 bytes, /dev/b of unknown size"),
+            "{e}"
+        );
+        assert!(default_root_device(&[]).is_err());
+    }
+}
