@@ -341,7 +341,10 @@ mod tests {
             format!("SHA512:{}", H512.to_uppercase()).parse(),
             Ok(hex(ChecksumAlgo::Sha512, H512))
         );
-        assert_eq!(format!("md5:{HMD5}").parse(), Ok(hex(ChecksumAlgo::Md5, HMD5)));
+        assert_eq!(
+            format!("md5:{HMD5}").parse(),
+            Ok(hex(ChecksumAlgo::Md5, HMD5))
+        );
         assert_eq!(H256.parse(), Ok(hex(ChecksumAlgo::Sha256, H256)));
         assert_eq!(H512.parse(), Ok(hex(ChecksumAlgo::Sha512, H512)));
         assert_eq!(
@@ -383,7 +386,10 @@ mod tests {
             Err(ChecksumSpecError::NotHex)
         );
         assert_eq!("".parse::<ChecksumSpec>(), Err(ChecksumSpecError::Empty));
-        assert_eq!("sha256:".parse::<ChecksumSpec>(), Err(ChecksumSpecError::Empty));
+        assert_eq!(
+            "sha256:".parse::<ChecksumSpec>(),
+            Err(ChecksumSpecError::Empty)
+        );
     }
 
     #[test]

@@ -212,8 +212,8 @@ impl Transport {
     ) -> Result<Response<Incoming>, FetchError> {
         let mut uri = parse_url(url)?;
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = Request::get(uri.clone())
-                .header(http::header::USER_AGENT, "ferrox-agent");
+            let mut req =
+                Request::get(uri.clone()).header(http::header::USER_AGENT, "ferrox-agent");
             if let Some(from) = range_from {
                 req = req.header(RANGE, format!("bytes={from}-"));
                 if let Some(v) = if_range {
@@ -487,10 +487,19 @@ mod tests {
     #[test]
     fn validators() {
         let mut h = HeaderMap::new();
-        h.insert(LAST_MODIFIED, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
-        assert_eq!(validator(&h).as_deref(), Some("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            LAST_MODIFIED,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            validator(&h).as_deref(),
+            Some("Wed, 21 Oct 2015 07:28:00 GMT")
+        );
         h.insert(ETAG, "W/\"weak\"".parse().unwrap());
-        assert_eq!(validator(&h).as_deref(), Some("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(
+            validator(&h).as_deref(),
+            Some("Wed, 21 Oct 2015 07:28:00 GMT")
+        );
         h.insert(ETAG, "\"strong\"".parse().unwrap());
         assert_eq!(validator(&h).as_deref(), Some("\"strong\""));
     }

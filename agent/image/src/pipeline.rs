@@ -200,7 +200,9 @@ pub enum ImageError {
 #[derive(Clone)]
 enum Chunk {
     /// First message: the image's length when the server said.
-    Start { total: Option<u64> },
+    Start {
+        total: Option<u64>,
+    },
     Data(Bytes),
     /// The download completed. A channel closed without it means the downloader failed.
     End,
@@ -535,12 +537,7 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
             [dec_tx, hash_tx],
             progress,
         ));
-        (
-            dl,
-            hasher.join(),
-            decoder.join(),
-            writer.join(),
-        )
+        (dl, hasher.join(), decoder.join(), writer.join())
     });
 
     // Pick the root cause: the stage that failed first on its own, not those it stopped.

@@ -331,7 +331,9 @@ impl Sink for DiskSink {
         }
         if !self.started {
             self.started = true;
-            self.jobs.send(Job::ZeroHead).map_err(|_| SinkError::Closed)?;
+            self.jobs
+                .send(Job::ZeroHead)
+                .map_err(|_| SinkError::Closed)?;
         }
         if offset < HOLD {
             let n = (end.min(HOLD) - offset) as usize;
@@ -410,13 +412,20 @@ mod tests {
         let image: Vec<u8> = (0..9 << 20).map(|i| (i % 251) as u8).collect();
         let held = run(
             &disk,
-            &image.chunks(100_000).enumerate().map(|(i, c)| ((i * 100_000) as u64, c.to_vec())).collect::<Vec<_>>(),
+            &image
+                .chunks(100_000)
+                .enumerate()
+                .map(|(i, c)| ((i * 100_000) as u64, c.to_vec()))
+                .collect::<Vec<_>>(),
         )
         .unwrap();
         // Before the held MiB is written (as after a failed checksum): the head is zero.
         let on_disk = std::fs::read(f.path()).unwrap();
         assert!(on_disk[..HOLD as usize].iter().all(|&b| b == 0));
-        assert_eq!(&on_disk[HOLD as usize..image.len()], &image[HOLD as usize..]);
+        assert_eq!(
+            &on_disk[HOLD as usize..image.len()],
+            &image[HOLD as usize..]
+        );
         assert!(on_disk[image.len()..].iter().all(|&b| b == 0xAA));
         assert_eq!(&held[..], &image[..HOLD as usize]);
         // After verification: the whole image.
@@ -429,7 +438,9 @@ mod tests {
     fn refuses_writes_past_the_end_and_keeps_the_disk() {
         let (f, disk) = file_disk(&vec![0xAA; 3 << 20]);
         let err = run(&disk, &[(3 << 20, vec![1; 1])]).unwrap_err();
-        assert!(matches!(err, SinkError::TooLarge { end, device_size } if end == (3 << 20) + 1 && device_size == 3 << 20));
+        assert!(
+            matches!(err, SinkError::TooLarge { end, device_size } if end == (3 << 20) + 1 && device_size == 3 << 20)
+        );
         // Nothing was accepted: nothing was written, not even the zeroed head.
         assert!(std::fs::read(f.path()).unwrap().iter().all(|&b| b == 0xAA));
     }
@@ -452,7 +463,9 @@ mod tests {
         assert!(d[110..HOLD as usize].iter().all(|&b| b == 0));
         assert!(d[HOLD as usize..2 << 20].iter().all(|&b| b == 0xAA));
         assert!(d[2 << 20..(2 << 20) + 65536].iter().all(|&b| b == 2));
-        assert!(d[(2 << 20) + 65536..(2 << 20) + 65636].iter().all(|&b| b == 3));
+        assert!(d[(2 << 20) + 65536..(2 << 20) + 65636]
+            .iter()
+            .all(|&b| b == 3));
         assert_eq!(d[(2 << 20) + 65636], 0xAA);
         assert!(d[(5 << 20) + 512..(5 << 20) + 1024].iter().all(|&b| b == 1));
         assert_eq!(d[(5 << 20) + 511], 0xAA);

@@ -28,7 +28,12 @@ impl Loop {
         let backing = dir.path().join("disk");
         std::fs::write(&backing, vec![fill; len]).unwrap();
         let out = Command::new("losetup")
-            .args(["--find", "--show", "--sector-size", &sector_size.to_string()])
+            .args([
+                "--find",
+                "--show",
+                "--sector-size",
+                &sector_size.to_string(),
+            ])
             .arg(&backing)
             .output()
             .unwrap();
@@ -97,7 +102,10 @@ fn write_and_compare(raw: &[u8], served: Vec<u8>, expect_format: &str, sector_si
     assert_eq!(report.format, expect_format);
     assert_eq!(report.resumes, 1);
     let disk = lo.read();
-    assert!(disk[..raw.len()] == raw[..], "{expect_format}: disk differs from the image");
+    assert!(
+        disk[..raw.len()] == raw[..],
+        "{expect_format}: disk differs from the image"
+    );
     if expect_format != "qcow2" {
         assert!(disk[raw.len()..].iter().all(|&b| b == 0xAA));
     }
@@ -152,7 +160,10 @@ fn failures_on_a_loop_device() {
     let lo = Loop::new(24 * MIB, 0xAA, 512);
     let mut req = request(&srv.url("/disk"), b"not the image", &lo.dev);
     let err = write_image(&req).unwrap_err();
-    assert!(matches!(err, ImageError::ChecksumMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(err, ImageError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
     assert!(lo.read()[..MIB].iter().all(|&b| b == 0));
 
     // Too large: refused from Content-Length, the device untouched.

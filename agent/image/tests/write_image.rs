@@ -166,7 +166,11 @@ fn server_ignoring_range_fails_clearly() {
         matches!(&err, ImageError::Download { source: FetchError::RangeIgnored(n), .. } if *n == 2 * MIB as u64),
         "{err:?}"
     );
-    assert!(chain(&err).contains("ignored the Range request"), "{}", chain(&err));
+    assert!(
+        chain(&err).contains("ignored the Range request"),
+        "{}",
+        chain(&err)
+    );
     assert_head_zero(&read(target.path()));
 }
 
@@ -311,7 +315,10 @@ fn unreachable_url_is_a_clear_error() {
         "{err:?}"
     );
     let msg = chain(&err);
-    assert!(msg.starts_with(&format!("downloading {url}: cannot connect")), "{msg}");
+    assert!(
+        msg.starts_with(&format!("downloading {url}: cannot connect")),
+        "{msg}"
+    );
     assert!(read(target.path()).iter().all(|&b| b == 0xAA));
 }
 
@@ -320,9 +327,17 @@ fn http_errors_say_the_status() {
     let srv = Server::http();
     srv.route("/500", Route::Status(500));
     let target = target_file(4 * MIB, 0xAA);
-    let err = write_image(&request(&srv.url("/missing"), &sha256_hex(b"x"), target.path()))
-        .unwrap_err();
-    assert!(chain(&err).contains("HTTP 404 Not Found"), "{}", chain(&err));
+    let err = write_image(&request(
+        &srv.url("/missing"),
+        &sha256_hex(b"x"),
+        target.path(),
+    ))
+    .unwrap_err();
+    assert!(
+        chain(&err).contains("HTTP 404 Not Found"),
+        "{}",
+        chain(&err)
+    );
     assert_eq!(srv.seen().len(), 1, "404 is not retried");
     let mut req = request(&srv.url("/500"), &sha256_hex(b"x"), target.path());
     req.max_retries = 2;
@@ -343,8 +358,12 @@ fn redirects_are_followed() {
     let target = target_file(2 * MIB, 0xAA);
     write_image(&request(&srv.url("/a"), &sha256_hex(&image), target.path())).unwrap();
     assert_eq!(read(target.path()), *image);
-    let err = write_image(&request(&srv.url("/loop"), &sha256_hex(&image), target.path()))
-        .unwrap_err();
+    let err = write_image(&request(
+        &srv.url("/loop"),
+        &sha256_hex(&image),
+        target.path(),
+    ))
+    .unwrap_err();
     assert!(chain(&err).contains("redirects"), "{}", chain(&err));
 }
 
@@ -355,8 +374,7 @@ fn only_http_and_https() {
         let err = write_image(&request(url, &sha256_hex(b"x"), target.path())).unwrap_err();
         assert!(matches!(err, ImageError::Url { .. }), "{url}: {err:?}");
     }
-    let err =
-        write_image(&request("file:///x", &sha256_hex(b"x"), target.path())).unwrap_err();
+    let err = write_image(&request("file:///x", &sha256_hex(b"x"), target.path())).unwrap_err();
     assert_eq!(
         chain(&err),
         "cannot fetch image file:///x: unsupported URL scheme \"file\": only http:// and https:// are fetched"
@@ -384,7 +402,11 @@ fn md5_only_when_allowed() {
         let before = read(target.path());
         let err = write_image(&req).unwrap_err();
         assert!(matches!(err, ImageError::Md5NotAllowed), "{spec}: {err:?}");
-        assert_eq!(read(target.path()), before, "refused before touching the target");
+        assert_eq!(
+            read(target.path()),
+            before,
+            "refused before touching the target"
+        );
         req.allow_md5 = true;
         let report = write_image(&req).unwrap();
         assert_eq!(report.checksum, md5);
@@ -404,7 +426,10 @@ fn checksum_files() {
     let srv = Server::http();
     srv.file("/images/disk.img", image.clone(), Faults::default());
     let gnu = format!("{}  other.img\n{sha256} *disk.img\n", "0".repeat(64));
-    let bsd = format!("SHA512 (other.img) = {}\nSHA512 (disk.img) = {sha512}\n", "1".repeat(128));
+    let bsd = format!(
+        "SHA512 (other.img) = {}\nSHA512 (disk.img) = {sha512}\n",
+        "1".repeat(128)
+    );
     srv.file("/SHA256SUMS", Arc::new(gnu.into_bytes()), Faults::default());
     srv.file("/CHECKSUM", Arc::new(bsd.into_bytes()), Faults::default());
     srv.file(
@@ -427,7 +452,10 @@ fn checksum_files() {
         srv.url("/disk.img.sha256"),
     ] {
         let report = write_image(&request(&url, &spec, target.path())).unwrap();
-        assert!(report.checksum == sha256 || report.checksum == sha512, "{spec}");
+        assert!(
+            report.checksum == sha256 || report.checksum == sha512,
+            "{spec}"
+        );
     }
     assert_eq!(read(target.path()), *image);
 
@@ -486,7 +514,11 @@ fn https_with_a_custom_ca() {
         ),
         "{err:?}"
     );
-    assert!(chain(&err).contains("TLS handshake failed"), "{}", chain(&err));
+    assert!(
+        chain(&err).contains("TLS handshake failed"),
+        "{}",
+        chain(&err)
+    );
     assert!(read(target.path()).iter().all(|&b| b == 0xAA));
 
     req.ca_bundle = Some(ca.clone());
