@@ -143,7 +143,7 @@ fn start_inner(
         }
         Format::Qcow2 => {
             tracing::debug!(outer, "compressed image contains qcow2");
-            Ok(Inner::Qcow2(Box::new(Qcow2Decoder::new())))
+            Ok(Inner::Qcow2(Box::default()))
         }
         nested @ (Format::Zstd | Format::Gzip | Format::Xz) => Err(FormatError::Corrupt {
             format: outer,

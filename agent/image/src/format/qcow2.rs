@@ -294,15 +294,16 @@ impl Qcow2Header {
             )));
         }
         if l1_size > 0
-            && (l1_table_offset % cluster_size != 0
+            && (!l1_table_offset.is_multiple_of(cluster_size)
                 || l1_table_offset == 0
+                || l1_table_offset >= MAX_HOST_OFFSET
                 || l1_table_offset + l1_bytes > MAX_HOST_OFFSET)
         {
             return Err(corrupt(format!(
                 "L1 table offset {l1_table_offset} is zero, unaligned or out of range"
             )));
         }
-        if refcount_table_offset % cluster_size != 0
+        if !refcount_table_offset.is_multiple_of(cluster_size)
             || refcount_table_offset >= MAX_HOST_OFFSET
             || refcount_table_clusters as u64 * cluster_size > MAX_L1_BYTES
         {
@@ -800,7 +801,7 @@ impl Qcow2Decoder {
             if off == 0 {
                 continue;
             }
-            if off % cs != 0 {
+            if !off.is_multiple_of(cs) {
                 return Err(corrupt(format!(
                     "L1 entry {i} points to byte {off}, not cluster-aligned"
                 )));
@@ -869,7 +870,7 @@ impl Qcow2Decoder {
                 return Err(corrupt(format!("{} has reserved bits set", here())));
             }
             let off = e & OFFSET_MASK;
-            if off % cs != 0 {
+            if !off.is_multiple_of(cs) {
                 return Err(corrupt(format!(
                     "{} points to byte {off}, not cluster-aligned",
                     here()

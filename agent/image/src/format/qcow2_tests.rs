@@ -536,6 +536,11 @@ fn mutated_images_never_panic() {
             };
             img[at] = rng.next() as u8;
         }
+        if rng.below(8) == 0 {
+            // Extreme offsets and sizes in the header fields.
+            let at = [24usize, 36, 40, 48, 56][rng.below(5) as usize];
+            img[at..at + 4].fill(0xff);
+        }
         if rng.below(4) == 0 {
             img.truncate(rng.below(img.len() as u64) as usize);
         }

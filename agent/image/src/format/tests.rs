@@ -256,3 +256,69 @@ fn random_inputs_never_panic() {
         let _ = auto_decode(&buf, Chunking::Random(i as u64, 64));
     }
 }
+
+/// Decode throughput on a 256 MiB disk (half random, a quarter zeros, a quarter runs).
+/// Not a timed assertion: `cargo test --release -p agent-image --lib format::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    struct Null(u64);
+    impl Sink for Null {
+        fn write_at(&mut self, _offset: u64, data: &[u8]) -> Result<(), SinkError> {
+            self.0 += data.len() as u64;
+            Ok(())
+        }
+    }
+    let raw = disk_pattern(256 << 20, 99);
+    let dir = tempfile::tempdir().unwrap();
+    let raw_path = dir.path().join("d.raw");
+    std::fs::write(&raw_path, &raw).unwrap();
+    let qcow2 = |opts: &[&str]| {
+        let out = dir.path().join("d.qcow2");
+        let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
+        args.extend_from_slice(opts);
+        args.extend([raw_path.to_str().unwrap(), out.to_str().unwrap()]);
+        let st = std::process::Command::new("qemu-img")
+            .args(&args)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::read(&out).unwrap()
+    };
+    let xz6 = {
+        let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+        e.write_all(&raw).unwrap();
+        e.finish().unwrap()
+    };
+    let gz6 = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&raw).unwrap();
+        e.finish().unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("raw", raw.clone()),
+        ("zstd -3", zstd::bulk::compress(&raw, 3).unwrap()),
+        ("gzip -6", gz6),
+        ("xz -6", xz6),
+        ("qcow2", qcow2(&[])),
+        ("qcow2 -c", qcow2(&["-c"])),
+    ];
+    for (name, img) in &cases {
+        let mut sink = Null(0);
+        let mut dec = AutoDecoder::new();
+        let t = std::time::Instant::now();
+        for c in img.chunks(256 << 10) {
+            dec.feed(c, &mut sink).unwrap();
+        }
+        let summary = dec.finish(&mut sink).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(summary.disk_bytes, raw.len() as u64);
+        eprintln!(
+            "{name:>9}: {:>5} MiB in, {:>5} MiB written, {:6.0} MB/s of disk ({:6.0} MB/s of input)",
+            img.len() >> 20,
+            sink.0 >> 20,
+            raw.len() as f64 / secs / 1e6,
+            img.len() as f64 / secs / 1e6,
+        );
+    }
+}
