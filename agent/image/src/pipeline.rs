@@ -299,7 +299,7 @@ async fn download(
         send(Chunk::Start { total: Some(0) }).await?;
     }
     send(Chunk::End).await?;
-    progress.update("downloaded", pos);
+    progress.emit("downloading", pos);
     Ok(DownloadStats {
         bytes: pos,
         total,
@@ -597,7 +597,7 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
             tracing::debug!(error = %e, "BLKFLSBUF failed");
         }
     }
-    progress.update("done", stats.bytes);
+    progress.emit("done", stats.bytes);
 
     let seconds = started.elapsed().as_secs_f64();
     let report = WriteReport {

@@ -40,13 +40,19 @@ impl Reporter {
     /// Reports `done` bytes in `phase`; dropped if the last event of the same phase was less
     /// than [`INTERVAL`] ago.
     pub fn update(&mut self, phase: &'static str, done: u64) {
-        let Some(cb) = &self.callback else {
-            return;
-        };
         let now = Instant::now();
         if phase == self.phase && self.last.is_some_and(|l| now - l < INTERVAL) {
             return;
         }
+        self.emit(phase, done);
+    }
+
+    /// Reports `done` bytes in `phase` now (the last event of a phase).
+    pub fn emit(&mut self, phase: &'static str, done: u64) {
+        let Some(cb) = &self.callback else {
+            return;
+        };
+        let now = Instant::now();
         self.last = Some(now);
         self.phase = phase;
         let secs = (now - self.start).as_secs_f64();
