@@ -94,7 +94,7 @@ def main():
     raw = os.path.join(w, "disk.raw")
     sh(f"truncate -s {size}M {raw}")
     sh(f"dd if=/dev/urandom of={raw} bs=1M count={size // 4} seek=1 conv=notrunc status=none")
-    sh(f"sgdisk -q -o -n 1:2048:0 -t 1:8300 {raw}")
+    sh(f"sgdisk -o -n 1:2048:0 -t 1:8300 {raw}")
     sh(f"qemu-img convert -f raw -O qcow2 {raw} {w}/disk.qcow2")
     sh(f"zstd -q -T0 -3 {raw} -o {w}/disk.raw.zst")
     sums = {
@@ -187,7 +187,7 @@ def main():
         print("== metadata wipe", flush=True)
         ts = []
         for _ in range(a.reps):
-            sh(f"sgdisk -q -o -n 1:2048:+256M -n 2:0:+256M -n 3:0:+128M {loop}")
+            sh(f"sgdisk -o -n 1:2048:+256M -n 2:0:+256M -n 3:0:+128M {loop}")
             for off, sz, mk in ((2048, 256, "mkfs.ext4 -q"), (2048 + 524288, 256, "mkfs.xfs -q -f"),
                                 (2048 + 2 * 524288, 128, "mkswap -q")):
                 p = sh(f"losetup --find --show -o {off * 512} --sizelimit {sz << 20} {loop}").strip()

@@ -25,7 +25,7 @@ attach() { local l; l=$(losetup --find --show "$@"); LOOPS+=("$l"); echo "$l"; }
 
 echo "== making an OS image: GPT disk, one ext4 partition (256 MiB raw, then qcow2)"
 truncate -s 256M "$WORK/os.raw"
-sgdisk -q -o -n 1:2048:0 -t 1:8300 -c 1:root "$WORK/os.raw"
+sgdisk -o -n 1:2048:0 -t 1:8300 -c 1:root "$WORK/os.raw" >/dev/null
 P=$(attach -o $((2048 * 512)) --sizelimit $(((256 * 2048 - 2048 - 34) * 512)) "$WORK/os.raw")
 mkfs.ext4 -q -L root -d agent/ "$P"   # a real filesystem with some files in it
 losetup -d "$P"
@@ -34,7 +34,7 @@ qemu-img convert -f raw -O qcow2 "$WORK/os.raw" "$WORK/os.qcow2"
 
 echo "== a target disk that holds old data: GPT, ext4, swap"
 truncate -s 512M "$WORK/disk0.img"
-sgdisk -q -o -n 1:2048:+200M -n 2:0:+100M "$WORK/disk0.img"
+sgdisk -o -n 1:2048:+200M -n 2:0:+100M "$WORK/disk0.img" >/dev/null
 P=$(attach -o $((2048 * 512)) --sizelimit $((200 << 20)) "$WORK/disk0.img"); mkfs.ext4 -q "$P"; losetup -d "$P"
 P=$(attach -o $(((2048 + 409600) * 512)) --sizelimit $((100 << 20)) "$WORK/disk0.img"); mkswap -q "$P" >/dev/null; losetup -d "$P"
 DISK=$(attach "$WORK/disk0.img")

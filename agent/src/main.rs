@@ -8,7 +8,6 @@ mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -21,7 +20,11 @@ use agent_wipe::guard::GuardPolicy;
 const EXIT_PARTIAL: u8 = 3;
 
 #[derive(Parser, Debug)]
-#[command(name = "ferrox-agent", version, about = "Ferrox agent: inspect hardware, wipe disks, stream OS images onto disks.")]
+#[command(
+    name = "ferrox-agent",
+    version,
+    about = "Ferrox agent: inspect hardware, wipe disks, stream OS images onto disks."
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -69,7 +72,11 @@ enum Command {
         #[arg(long)]
         checksum: String,
         /// Target disk.
-        #[arg(long, required_unless_present = "root_device_hints", conflicts_with = "root_device_hints")]
+        #[arg(
+            long,
+            required_unless_present = "root_device_hints",
+            conflicts_with = "root_device_hints"
+        )]
         device: Option<PathBuf>,
         /// metal3 rootDeviceHints as JSON, e.g. '{"serialNumber":"S4EV","minSizeGigabytes":100}'.
         #[arg(long, value_name = "JSON")]
@@ -105,7 +112,11 @@ struct Safety {
 
 impl Safety {
     fn policy(&self) -> GuardPolicy {
-        GuardPolicy { force: self.force, allow_regular_file: self.allow_file, ..GuardPolicy::default() }
+        GuardPolicy {
+            force: self.force,
+            allow_regular_file: self.allow_file,
+            ..GuardPolicy::default()
+        }
     }
 }
 
@@ -140,13 +151,18 @@ fn main() -> ExitCode {
 }
 
 fn chain(err: &anyhow::Error) -> String {
-    err.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+    err.chain()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -162,7 +178,9 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Inspect { full, root } => {
-            let root = root.map(agent_inspect::Root::at).unwrap_or_else(agent_inspect::Root::host);
+            let root = root
+                .map(agent_inspect::Root::at)
+                .unwrap_or_else(agent_inspect::Root::host);
             let inv = agent_inspect::inspect(&root).context("inspecting the hardware")?;
             if full {
                 print_json(&inv)?;
@@ -171,7 +189,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Wipe { mode, safety, progress, devices } => {
+        Command::Wipe {
+            mode,
+            safety,
+            progress,
+            devices,
+        } => {
             let opts = agent_wipe::WipeOptions {
                 mode: match mode {
                     WipeMode::Metadata => agent_wipe::Mode::Metadata,
@@ -228,7 +251,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let result = agent_image::write_image(&req);
             progress::finish();
-            let report = result.with_context(|| format!("writing {} to {}", req.url, req.device.display()))?;
+            let report = result
+                .with_context(|| format!("writing {} to {}", req.url, req.device.display()))?;
             print_json(&report)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -237,11 +261,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Resolves metal3 root device hints against this machine's inventory.
 fn device_from_hints(json: &str) -> Result<PathBuf> {
-    let hints: RootDeviceHints = serde_json::from_str(json).context("parsing --root-device-hints")?;
-    let inv = agent_inspect::inspect(&agent_inspect::Root::host()).context("inspecting disks for root device hints")?;
-    let disk = agent_image::hints::select_device(&hints, &inv.hardware.storage).context("applying root device hints")?;
-    let name = disk.name.clone().context("the matching disk has no device name")?;
-    tracing::info!(device = %name, "root device hints selected a disk");
-    Ok(PathBuf::from(name))
+    let hints: RootDeviceHints =
+        serde_json::from_str(json).context("parsing --root-device-hints")?;
+    let inv = agent_inspect::inspect(&agent_inspect::Root::host())
+        .context("inspecting disks for root device hints")?;
+    let disk = agent_image::hints::select_device(&hints, &inv.hardware.storage)
+        .context("applying root device hints")?;
+    let name = disk
+        .name
+        .clone()
+        .context("the matching disk has no device name")?;
+    // `name` may be a by-path link that only udev would create; open the kernel's node.
+    let device = agent_inspect::kernel_device(&inv, &name)
+        .with_context(|| format!("no device node for {name}"))?;
+    tracing::info!(disk = %name, device = %device.display(), "root device hints selected a disk");
+    Ok(device)
 }
-
