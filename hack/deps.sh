@@ -12,6 +12,9 @@ PKGS=(
   qemu-utils zstd xz-utils gzip curl python3 python3-venv
   # measuring
   time psmisc
+  # the ramdisk: static agent build (hack/build-static-agent.sh), a kernel and its modules to
+  # build from, the real cpio to check the archive with, QEMU to boot it
+  dpkg-dev make file cpio kmod linux-image-amd64 qemu-system-x86
 )
 
 missing=()
