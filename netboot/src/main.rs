@@ -1,6 +1,155 @@
-//! `ferrox-netboot`: not built yet. This stub exists so the workspace has the shape ARCHITECTURE.md
-//! describes; it is tracked by its own issue and is not called done.
-fn main() {
-    eprintln!("ferrox-netboot: not implemented yet (see the Ferrox issues)");
-    std::process::exit(2);
+//! `ferrox-netboot`: thin dispatch. Reads the configuration, the hosts file and the files it
+//! serves, binds the sockets, reports what it will do, and serves until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use ferrox_netboot::config::Config;
+use ferrox_netboot::hosts::{HostSource, StaticHosts};
+use ferrox_netboot::{serve, tftp, Netboot, Sockets};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    let cfg = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrox-netboot: {}", chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if cfg.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn read(path: &Option<std::path::PathBuf>, what: &str) -> anyhow::Result<Option<Bytes>> {
+    match path {
+        Some(p) => {
+            Ok(Some(Bytes::from(std::fs::read(p).with_context(|| {
+                format!("reading {what} {}", p.display())
+            })?)))
+        }
+        None => Ok(None),
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let hosts = match &cfg.hosts {
+        Some(p) => StaticHosts::load(p)?,
+        None => StaticHosts::default(),
+    };
+    let overrides: Vec<String> = cfg
+        .hosts
+        .as_ref()
+        .map(|_| {
+            let mut v = Vec::new();
+            for mac in hosts_macs(&hosts) {
+                if let Some(h) = hosts.lookup(&mac) {
+                    v.extend(h.arch_binary.values().cloned());
+                }
+            }
+            v
+        })
+        .unwrap_or_default();
+    let names = Netboot::binary_names(&cfg, overrides.iter().map(String::as_str));
+    let (files, missing) = tftp::Files::load(&cfg.ipxe_dir, names);
+    let kernel = read(&cfg.kernel, "kernel")?;
+    let initramfs = read(&cfg.initramfs, "initramfs")?;
+    let sockets = Sockets::bind(&cfg).await?;
+
+    info!(mode = ?cfg.mode, unknown = ?cfg.unknown, hosts = hosts.len(), interface = cfg.interface.as_deref().unwrap_or("all"), "ferrox-netboot starting");
+    for p in &cfg.pools {
+        info!(subnet = %format!("{}/{}", p.network, p.prefix), first = %p.first, last = %p.last, router = ?p.router, "dhcp pool");
+    }
+    info!(
+        dhcp = cfg.dhcp_port,
+        pxe = matches!(cfg.mode, ferrox_netboot::config::Mode::Proxy),
+        tftp = cfg.tftp_port,
+        http = cfg.http_port,
+        "listening"
+    );
+    for (name, size) in files.list() {
+        info!(
+            file = name,
+            bytes = size,
+            "serving iPXE binary (TFTP and /ipxe/)"
+        );
+    }
+    for m in &missing {
+        warn!(file = %m, dir = %cfg.ipxe_dir.display(), "iPXE binary not found; clients that need it will fail");
+    }
+    info!(
+        kernel = kernel.as_ref().map_or(0, Bytes::len),
+        initramfs = initramfs.as_ref().map_or(0, Bytes::len),
+        "serving /files/kernel and /files/initramfs (bytes; 0 = not served)"
+    );
+
+    let reserved: Vec<_> = hosts.reserved().collect();
+    let ctx = Arc::new(Netboot::new(
+        cfg,
+        Arc::new(hosts),
+        reserved,
+        files,
+        kernel,
+        initramfs,
+    ));
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        info!("shutting down");
+        stop.cancel();
+    });
+    serve(ctx, sockets, token).await.context("serving")
+}
+
+fn hosts_macs(h: &StaticHosts) -> Vec<ferrox_netboot::hosts::MacAddr> {
+    h.macs().collect()
 }

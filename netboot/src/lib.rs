@@ -1,0 +1,179 @@
+//! `ferrox-netboot`: DHCP (full and proxy), TFTP and HTTP that boot servers into the Ferrox
+//! ramdisk through iPXE. One process, three protocols; the decisions are pure functions
+//! ([`dhcp::decide`], [`tftp::parse_request`], [`ipxe::script`]) wrapped in thin socket shells
+//! that take already-bound sockets and a cancellation token.
+
+pub mod config;
+pub mod dhcp;
+pub mod hosts;
+pub mod http;
+pub mod ipxe;
+pub mod metrics;
+pub mod ratelimit;
+pub mod tftp;
+pub mod udp;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use config::{Config, Mode};
+use dhcp::leases::Leases;
+use hosts::HostSource;
+
+/// Everything the servers share.
+pub struct Netboot {
+    /// Configuration.
+    pub cfg: Config,
+    /// Host records.
+    pub hosts: Arc<dyn HostSource>,
+    /// Allow-listed iPXE binaries (TFTP and HTTP).
+    pub files: tftp::Files,
+    /// `/files/kernel`.
+    pub kernel: Option<Bytes>,
+    /// `/files/initramfs`.
+    pub initramfs: Option<Bytes>,
+    /// Outcome counters.
+    pub metrics: metrics::Metrics,
+    /// Full-mode leases.
+    pub leases: Mutex<Leases>,
+    /// Rate limit for logging bad input.
+    pub bad_input: ratelimit::LogLimiter,
+}
+
+impl Netboot {
+    /// Builds the shared state; `reserved` are the addresses the hosts reserve.
+    pub fn new(
+        cfg: Config,
+        hosts: Arc<dyn HostSource>,
+        reserved: impl IntoIterator<Item = Ipv4Addr>,
+        files: tftp::Files,
+        kernel: Option<Bytes>,
+        initramfs: Option<Bytes>,
+    ) -> Netboot {
+        Netboot {
+            cfg,
+            hosts,
+            files,
+            kernel,
+            initramfs,
+            metrics: metrics::Metrics::default(),
+            leases: Mutex::new(Leases::new(reserved)),
+            bad_input: ratelimit::LogLimiter::default(),
+        }
+    }
+
+    /// The iPXE binary names the configuration and `extra` (per-host overrides) refer to.
+    pub fn binary_names<'a>(
+        cfg: &'a Config,
+        extra: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<&'a str> {
+        let mut v = vec![
+            "undionly.kpxe",
+            "ipxe.efi",
+            "snponly.efi",
+            cfg.uefi_binary.as_str(),
+            cfg.arm64_binary.as_str(),
+        ];
+        v.extend(extra);
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// The bound sockets the servers run on.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    /// DHCP server port (67).
+    pub dhcp: Option<UdpSocket>,
+    /// PXE boot-server port (4011), proxy mode.
+    pub pxe: Option<UdpSocket>,
+    /// TFTP request port (69).
+    pub tftp: Option<UdpSocket>,
+    /// HTTP.
+    pub http: Option<TcpListener>,
+}
+
+impl Sockets {
+    /// Binds what `cfg` asks for on all addresses.
+    pub async fn bind(cfg: &Config) -> io::Result<Sockets> {
+        let any = Ipv4Addr::UNSPECIFIED;
+        let dev = cfg.interface.as_deref();
+        let with = |what: &str, port: u16, e: io::Error| {
+            io::Error::new(e.kind(), format!("binding {what} port {port}: {e}"))
+        };
+        let dhcp = udp::bind(SocketAddrV4::new(any, cfg.dhcp_port), true, dev)
+            .map_err(|e| with("DHCP", cfg.dhcp_port, e))?;
+        let pxe = match cfg.mode {
+            Mode::Proxy => Some(
+                udp::bind(SocketAddrV4::new(any, dhcp::PXE_PORT), true, dev)
+                    .map_err(|e| with("PXE", dhcp::PXE_PORT, e))?,
+            ),
+            Mode::Full => None,
+        };
+        let tftp = match cfg.tftp_port {
+            0 => None,
+            p => Some(
+                udp::bind(SocketAddrV4::new(any, p), false, None)
+                    .map_err(|e| with("TFTP", p, e))?,
+            ),
+        };
+        let http = TcpListener::bind((any, cfg.http_port))
+            .await
+            .map_err(|e| with("HTTP", cfg.http_port, e))?;
+        Ok(Sockets {
+            dhcp: Some(dhcp),
+            pxe,
+            tftp,
+            http: Some(http),
+        })
+    }
+}
+
+/// Runs every server on `sockets` until `token` fires (or one fails, which cancels the rest).
+pub async fn serve(
+    ctx: Arc<Netboot>,
+    sockets: Sockets,
+    token: CancellationToken,
+) -> io::Result<()> {
+    let mut set: JoinSet<io::Result<()>> = JoinSet::new();
+    if let Some(s) = sockets.dhcp {
+        set.spawn(dhcp::server::serve(
+            ctx.clone(),
+            Arc::new(s),
+            false,
+            token.clone(),
+        ));
+    }
+    if let Some(s) = sockets.pxe {
+        set.spawn(dhcp::server::serve(
+            ctx.clone(),
+            Arc::new(s),
+            true,
+            token.clone(),
+        ));
+    }
+    if let Some(s) = sockets.tftp {
+        set.spawn(tftp::server::serve(ctx.clone(), Arc::new(s), token.clone()));
+    }
+    if let Some(l) = sockets.http {
+        set.spawn(http::serve(ctx.clone(), l, token.clone()));
+    }
+    let mut result = Ok(());
+    while let Some(r) = set.join_next().await {
+        let r = r.map_err(io::Error::other).and_then(|r| r);
+        if let Err(e) = r {
+            token.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
