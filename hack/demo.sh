@@ -21,7 +21,13 @@ cleanup() {
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-attach() { local l; l=$(losetup --find --show "$@"); LOOPS+=("$l"); echo "$l"; }
+# A loop device can carry partitions the kernel kept from a file attached there before
+# (added with BLKPG by partx/parted); drop them so tools see only our file.
+attach() {
+  local l; l=$(losetup --find --show "$@"); LOOPS+=("$l")
+  if compgen -G "/sys/block/${l#/dev/}/${l#/dev/}p*" >/dev/null; then partx -d "$l"; fi
+  echo "$l"
+}
 
 echo "== making an OS image: GPT disk, one ext4 partition (256 MiB raw, then qcow2)"
 truncate -s 256M "$WORK/os.raw"

@@ -216,21 +216,12 @@ fn wipe_reports_which_device_failed_and_why() {
 // ---------------------------------------------------------------------------------------------
 // Root: real loop devices, real mkfs/sgdisk, a real HTTP server (python3 -m http.server).
 
-struct Loop(String);
+/// A loop device (its path, and the guard that detaches it when dropped), unmounted first.
+struct Loop(String, #[allow(dead_code)] tests::loopdev::Loop);
 impl Loop {
     fn attach(file: &Path, extra: &[&str]) -> Loop {
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .args(extra)
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
+        let lo = tests::loopdev::Loop::attach(file, extra).unwrap();
+        Loop(lo.dev().to_string(), lo)
     }
 }
 impl Drop for Loop {
@@ -239,7 +230,6 @@ impl Drop for Loop {
             .arg(&self.0)
             .stderr(Stdio::null())
             .status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
     }
 }
 

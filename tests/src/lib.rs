@@ -1,1 +1,38 @@
-//! Cross-component tests live in tests/tests/; this crate has no library code.
+//! Test support shared by the components' root-only tests and the cross-component tests in
+//! tests/tests/: commands run with their stderr kept for the failure message, and loop devices
+//! that come up clean and go away on drop.
+
+pub mod loopdev;
+
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context, Result};
+
+/// Runs a command; fails with its stderr when it exits non-zero.
+pub fn run(cmd: &str, args: &[&str]) -> Result<Output> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Runs a command and returns (exit code, stdout), whatever the exit code.
+pub fn status(cmd: &str, args: &[&str]) -> Result<(i32, String)> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}

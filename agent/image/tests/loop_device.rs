@@ -16,6 +16,7 @@ const MIB: usize = 1 << 20;
 /// A loop device over a file in a temporary directory on a real filesystem.
 struct Loop {
     dev: PathBuf,
+    _lo: tests::loopdev::Loop,
     _dir: tempfile::TempDir,
 }
 
@@ -27,29 +28,18 @@ impl Loop {
             .unwrap();
         let backing = dir.path().join("disk");
         std::fs::write(&backing, vec![fill; len]).unwrap();
-        let out = Command::new("losetup")
-            .args([
-                "--find",
-                "--show",
-                "--sector-size",
-                &sector_size.to_string(),
-            ])
-            .arg(&backing)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "losetup: {out:?}");
-        let dev = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        Self { dev, _dir: dir }
+        let lo =
+            tests::loopdev::Loop::attach(&backing, &["--sector-size", &sector_size.to_string()])
+                .unwrap();
+        Self {
+            dev: lo.path.clone(),
+            _lo: lo,
+            _dir: dir,
+        }
     }
 
     fn read(&self) -> Vec<u8> {
         std::fs::read(&self.dev).unwrap()
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
 }
 

@@ -1,7 +1,6 @@
 //! Inspection of the machine the tests run on. The loop-device test needs root and is
 //! `#[ignore]`d in a plain `cargo test` (hack/test.sh runs it).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent_inspect::{inspect, Root};
@@ -31,17 +30,8 @@ fn attached_loop_device_is_reported() {
         .unwrap()
         .set_len(64 << 20)
         .unwrap();
-    let out = Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "losetup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let lo = tests::loopdev::Loop::whole(&img).unwrap();
+    let dev = lo.dev().to_string();
     let result = std::panic::catch_unwind(|| {
         let inv = inspect(&Root::host()).unwrap();
         let disk = inv
@@ -57,7 +47,7 @@ fn attached_loop_device_is_reported() {
             Some(dev.as_str())
         );
     });
-    let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+    drop(lo);
     // Detached again: no longer reported.
     let inv = inspect(&Root::host()).unwrap();
     assert!(result.is_ok());

@@ -265,7 +265,8 @@ pub struct DiskExtra {
     pub holders: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<String>,
-    /// Whether discard returns zeroes per the kernel (queue/discard_zeroes_data / write_zeroes).
+    /// Whether the device accepts discard (queue/discard_max_bytes > 0). Says nothing about
+    /// whether discarded blocks read back as zeroes: the full wipe verifies that by sampling.
     #[serde(default)]
     pub discard: bool,
 }

@@ -35,7 +35,7 @@ fn in_partition(
     size: u64,
     f: impl FnOnce(&str) -> Result<()>,
 ) -> Result<()> {
-    let part = Loop::attach(img, start, size, false)?;
+    let part = Loop::region(img, start, size)?;
     f(part.dev())
 }
 
@@ -154,7 +154,7 @@ fn assert_clean(img: &Path, disk: &Loop, parts: &[Part]) -> Result<()> {
         problems.push(e);
     }
     for &(n, start, size) in parts {
-        let part = Loop::attach(img, start, size, false)?;
+        let part = Loop::region(img, start, size)?;
         if let Err(e) = tools_find_nothing(part.dev())? {
             problems.push(format!("partition {n}: {e}"));
         }
@@ -317,7 +317,7 @@ fn refuses_mounted_and_read_only_and_carries_on() -> Result<()> {
     run("mkfs.ext4", &["-q", "-F", mounted.dev()])?;
     let _mount = Mount::new(mounted.dev())?;
     let ro_img = image(dir.path(), "ro.img", 16 * MIB)?;
-    let ro = Loop::attach(&ro_img, 0, 0, true)?;
+    let ro = Loop::attach(&ro_img, &["-r"])?;
     let good_img = image(dir.path(), "good.img", 64 * MIB)?;
     let good = Loop::whole(&good_img)?;
     run("mkfs.ext4", &["-q", "-F", good.dev()])?;

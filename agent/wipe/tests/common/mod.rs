@@ -1,94 +1,14 @@
-//! Helpers for the loop-device tests: loop devices and mounts that clean up after
-//! themselves, and the real tools run as commands.
+//! Helpers for the loop-device tests: mounts that clean up after themselves, disk images,
+//! and what the real tools say about a device. Loop devices and commands come from the
+//! shared test support (`tests`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
-
-/// Runs a command; fails with its stderr when it exits non-zero.
-pub fn run(cmd: &str, args: &[&str]) -> Result<Output> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {cmd}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out)
-}
-
-/// Runs a command and returns (exit code, stdout).
-pub fn status(cmd: &str, args: &[&str]) -> Result<(i32, String)> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {cmd}"))?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    ))
-}
-
-/// A loop device, detached on drop.
-#[derive(Debug)]
-pub struct Loop {
-    pub path: PathBuf,
-}
-
-impl Loop {
-    /// Attaches `file` (whole, or `size` bytes at `offset`; read-only when asked).
-    pub fn attach(file: &Path, offset: u64, size: u64, read_only: bool) -> Result<Self> {
-        let (o, s) = (offset.to_string(), size.to_string());
-        let mut args = vec!["-f", "--show"];
-        if offset > 0 {
-            args.extend(["-o", &o]);
-        }
-        if size > 0 {
-            args.extend(["--sizelimit", &s]);
-        }
-        if read_only {
-            args.push("-r");
-        }
-        let f = file.to_str().context("path")?;
-        args.push(f);
-        let out = run("losetup", &args)?;
-        let path = PathBuf::from(String::from_utf8(out.stdout)?.trim());
-        Ok(Self { path })
-    }
-
-    pub fn whole(file: &Path) -> Result<Self> {
-        Self::attach(file, 0, 0, false)
-    }
-
-    pub fn dev(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        // Retry briefly: udev may still hold it open for a probe.
-        for _ in 0..20 {
-            if Command::new("losetup")
-                .args(["-d", self.dev()])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-            {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        eprintln!("warning: could not detach {}", self.dev());
-    }
-}
+use anyhow::{Context, Result};
+pub use tests::loopdev::Loop;
+pub use tests::{run, status};
 
 /// A mount, unmounted on drop.
 #[derive(Debug)]
