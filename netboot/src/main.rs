@@ -1,6 +1,7 @@
 //! `ferrox-netboot`: thin dispatch. Reads the configuration, the hosts file and the files it
 //! serves, binds the sockets, reports what it will do, and serves until SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     } else {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .init();
     }

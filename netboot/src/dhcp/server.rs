@@ -92,6 +92,7 @@ async fn handle(
     };
     ctx.metrics.inc("dhcp", d.outcome.as_str());
     let outcome = d.outcome.as_str();
+    let mac = d.mac.map_or_else(String::new, |m| m.to_string());
     match d.outcome {
         Outcome::Malformed => {
             if let Some(suppressed) = ctx.bad_input.allow() {
@@ -99,10 +100,10 @@ async fn handle(
             }
         }
         Outcome::IgnoredUnknownMac | Outcome::IgnoredType | Outcome::IgnoredNotPxe => {
-            debug!(mac = ?d.mac, xid = d.xid, outcome, detail = %d.detail, ifindex = ingress.ifindex, "dhcp decision");
+            debug!(mac = %mac, xid = d.xid, outcome, detail = %d.detail, ifindex = ingress.ifindex, "dhcp decision");
         }
         _ => {
-            info!(mac = ?d.mac, xid = d.xid, outcome, detail = %d.detail, ifindex = ingress.ifindex, server = %ingress.server_ip, "dhcp decision");
+            info!(mac = %mac, xid = d.xid, outcome, detail = %d.detail, ifindex = ingress.ifindex, server = %ingress.server_ip, "dhcp decision");
         }
     }
     let Some(reply) = d.reply else { return };
@@ -119,6 +120,6 @@ async fn handle(
     };
     if let Err(e) = udp::send(sock, &bytes, reply.dest, ifindex, reply.src_ip).await {
         ctx.metrics.inc("dhcp", "send_failed");
-        warn!(mac = ?d.mac, xid = d.xid, dest = %reply.dest, error = %e, "dhcp: sending reply failed");
+        warn!(mac = %mac, xid = d.xid, dest = %reply.dest, error = %e, "dhcp: sending reply failed");
     }
 }

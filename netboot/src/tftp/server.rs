@@ -43,11 +43,14 @@ pub async fn serve(
         };
         while tasks.try_join_next().is_some() {}
         let peer = rx.src;
+        // Refusals come from a fresh port, as a transfer would (RFC 1350 TIDs): answered from
+        // port 69, clients send their own ERROR back to the request port.
         let reply = |code: u16, msg: &str| {
-            let sock = sock.clone();
             let pkt = error(code, msg);
             async move {
-                let _ = udp::send(&sock, &pkt, peer, 0, rx.info.local).await;
+                if let Ok(s) = UdpSocket::bind(SocketAddr::from((rx.info.local, 0))).await {
+                    let _ = s.send_to(&pkt, SocketAddr::V4(peer)).await;
+                }
             }
         };
         let req = match if rx.truncated {

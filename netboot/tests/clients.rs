@@ -1,0 +1,351 @@
+//! ferrox-netboot against real clients, each test inside network namespaces it creates:
+//! busybox udhcpc and ISC dhclient (DHCP), tftp-hpa and atftp (TFTP, incl. windowsize), curl
+//! (HTTP), plus garbage sent with busybox nc. Needs root: run by hack/test.sh.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const IGNORE: &str = "needs root and network namespaces";
+
+fn script(lab: &Lab, name: &str, body: &str) -> String {
+    let p = lab.path(name);
+    fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn udhcpc_gets_reservation_and_boot_file() {
+    let _ = IGNORE;
+    let lab = Lab::new();
+    let mut server = lab.server(&["--pool", POOL, "--dns", "10.77.0.53"]);
+    let out = lab.path("udhcpc.out");
+    let s = script(
+        &lab,
+        "udhcpc.sh",
+        &format!("echo \"$1 ip=$ip mask=$mask router=$router dns=$dns lease=$lease boot_file=$boot_file siaddr=$siaddr serverid=$serverid\" >> {}", out.display()),
+    );
+    let t = Instant::now();
+    run(lab
+        .client
+        .cmd("timeout")
+        .args([
+            "20", "busybox", "udhcpc", "-i", "cli0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s",
+            &s,
+        ])
+        .args(["-V", "PXEClient:Arch:00000:UNDI:002001"]));
+    let elapsed = t.elapsed();
+    let got = fs::read_to_string(&out).unwrap();
+    let bound = got
+        .lines()
+        .find(|l| l.starts_with("bound"))
+        .unwrap_or_else(|| panic!("no bound event: {got}\n{}", server.log()));
+    for want in [
+        "ip=10.77.0.50 ",
+        "mask=24 ",
+        "router=10.77.0.1 ",
+        "dns=10.77.0.53 ",
+        "lease=3600 ",
+        "boot_file=undionly.kpxe ",
+        "siaddr=10.77.0.1 ",
+        "serverid=10.77.0.1",
+    ] {
+        assert!(bound.contains(want), "{want:?} missing in {bound:?}");
+    }
+    eprintln!("udhcpc DORA took {elapsed:?}");
+    let log = server.log();
+    assert!(
+        log.contains("outcome=\"offer\"") && log.contains("outcome=\"ack\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("mac=52:54:00:aa:00:01"),
+        "decisions are logged with the MAC: {log}"
+    );
+    assert!(server.alive());
+    let m = lab.metrics();
+    assert_eq!(counter(&m, "dhcp", "offer"), 1, "{m}");
+    assert_eq!(counter(&m, "dhcp", "ack"), 1, "{m}");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn dhclient_gets_pool_address_for_discovery_and_unknown_is_ignored_by_default() {
+    let lab = Lab::new();
+    lab.client
+        .ip(&["link", "set", "cli0", "address", "52:54:00:bb:00:07"]);
+    let out = lab.path("dhclient.out");
+    let s = script(
+        &lab,
+        "dhclient.sh",
+        &format!(
+            "echo \"$reason ip=$new_ip_address routers=$new_routers mask=$new_subnet_mask\" >> {}",
+            out.display()
+        ),
+    );
+    let dhclient = |tag: &str| {
+        let mut c = lab.client.cmd("dhclient");
+        c.args(["-4", "-d", "-1", "-v", "-sf", &s])
+            .args(["-lf", lab.path(&format!("{tag}.leases")).to_str().unwrap()])
+            .args(["-pf", lab.path(&format!("{tag}.pid")).to_str().unwrap()])
+            .arg("cli0");
+        Proc::spawn(c, &lab.path(&format!("{tag}.log")))
+    };
+
+    // Default policy: an unknown MAC gets nothing.
+    {
+        let server = lab.server(&["--pool", POOL]);
+        let mut c = dhclient("ignored");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) && c.alive() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("BOUND"));
+        assert!(
+            server.log().contains("ignored_unknown_mac"),
+            "{}",
+            server.log()
+        );
+        assert!(counter(&lab.metrics(), "dhcp", "ignored_unknown_mac") >= 1);
+    }
+
+    let _server = lab.server(&["--pool", POOL, "--unknown", "discovery"]);
+    let _c = dhclient("discovery");
+    let got = wait_file(&out, "BOUND", Duration::from_secs(20));
+    let bound = got.lines().find(|l| l.starts_with("BOUND")).unwrap();
+    assert!(bound.contains("ip=10.77.0.100 "), "{bound}");
+    assert!(bound.contains("routers=10.77.0.1 "), "{bound}");
+    assert!(bound.contains("mask=255.255.255.0"), "{bound}");
+}
+
+fn tftp_hpa(lab: &Lab, cmd: &str) -> String {
+    let out = run(lab
+        .client
+        .cmd("timeout")
+        .args(["20", "tftp", "-v", SERVER_IP, "-m", "binary", "-c"])
+        .args(cmd.split(' ')));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn tftp_hpa_and_atftp_fetch_ipxe_binaries() {
+    let lab = Lab::new();
+    lab.client_addr();
+    let mut server = lab.server(&["--pool", POOL]);
+    // tftp-hpa: plain RFC 1350, 512-byte lock-step blocks, no options.
+    let dst = lab.path("undionly.kpxe");
+    let t = Instant::now();
+    tftp_hpa(&lab, &format!("get undionly.kpxe {}", dst.display()));
+    eprintln!(
+        "tftp-hpa undionly.kpxe (512-byte blocks): {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        fs::read(&dst).unwrap(),
+        fs::read("/usr/lib/ipxe/undionly.kpxe").unwrap()
+    );
+
+    // atftp: blksize, tsize and windowsize (RFC 7440) over ipxe.efi.
+    let want = fs::read("/usr/lib/ipxe/ipxe.efi").unwrap();
+    for (blksize, window) in [(1468, 1), (1468, 16), (512, 64)] {
+        let dst = lab.path(&format!("ipxe-{blksize}-{window}.efi"));
+        let t = Instant::now();
+        run(lab
+            .client
+            .cmd("timeout")
+            .args(["20", "atftp", "--verbose"])
+            .args([
+                "--option",
+                &format!("blksize {blksize}"),
+                "--option",
+                &format!("windowsize {window}"),
+                "--option",
+                "tsize 0",
+                "-g",
+                "-r",
+                "ipxe.efi",
+                "-l",
+                dst.to_str().unwrap(),
+                SERVER_IP,
+            ]));
+        eprintln!(
+            "atftp ipxe.efi ({} bytes) blksize {blksize} windowsize {window}: {:?}",
+            want.len(),
+            t.elapsed()
+        );
+        assert_eq!(
+            fs::read(&dst).unwrap(),
+            want,
+            "blksize {blksize} windowsize {window}"
+        );
+    }
+    let log = server.log();
+    assert!(
+        log.contains("windowsize=16"),
+        "the window was granted: {log}"
+    );
+    assert!(server.alive());
+    assert_eq!(counter(&lab.metrics(), "tftp", "sent"), 4);
+}
+
+/// Sends the bytes of `file` as one datagram from the client namespace to the server.
+fn send_udp(lab: &Lab, file: &std::path::Path, port: u16) {
+    run(lab.client.cmd("python3").args([
+        "-c",
+        "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(open(sys.argv[1],'rb').read(), (sys.argv[2], int(sys.argv[3])))",
+        file.to_str().unwrap(),
+        SERVER_IP,
+        &port.to_string(),
+    ]));
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn bad_input_is_refused_and_the_server_keeps_serving() {
+    let lab = Lab::new();
+    lab.client_addr();
+    let mut server = lab.server(&["--pool", POOL]);
+    // Refused names: traversal, absolute, not in the allow-list.
+    for name in [
+        "../../../etc/passwd",
+        "/etc/passwd",
+        "/usr/lib/ipxe/ipxe.efi",
+        "ipxe.lkrn",
+        "..",
+        "a\\b",
+    ] {
+        let dst = lab.path("refused");
+        let out = tftp_hpa(&lab, &format!("get {name} {}", dst.display()));
+        assert!(out.contains("Error code"), "{name}: {out}");
+        assert!(
+            fs::read(&dst).map(|d| d.is_empty()).unwrap_or(true),
+            "{name}: nothing written"
+        );
+    }
+    // Write requests are refused.
+    fs::write(lab.path("upload"), b"payload").unwrap();
+    let out = tftp_hpa(
+        &lab,
+        &format!("put {} upload", lab.path("upload").display()),
+    );
+    assert!(out.contains("Error code 2"), "{out}");
+
+    // Garbage datagrams at the TFTP and DHCP ports, from the client namespace.
+    let garbage: &[&[u8]] = &[
+        b"\x00\x09junk\x00octet\x00", // unknown opcode
+        b"\x00\x01ipxe.efi",          // unterminated
+        b"\x00\x01a\x00octet\x00blksize\x0099999999\x00windowsize\x000\x00", // absurd options
+        b"\x00\x04\x00\x01",          // ACK to the request port
+        &[0u8; 1200],                 // oversized
+        b"\x00\x01ipxe.efi\x00/etc/passwd\x00octet\x00", // embedded NUL
+    ];
+    for (i, g) in garbage.iter().enumerate() {
+        let f = lab.path(&format!("g{i}"));
+        fs::write(&f, g).unwrap();
+        send_udp(&lab, &f, 69);
+    }
+    let mut dhcp_junk = vec![1u8, 1, 6, 0];
+    dhcp_junk.extend(std::iter::repeat_n(0x5a, 300)); // wrong cookie
+    let mut hlen = vec![1u8, 1, 200, 0];
+    hlen.extend(std::iter::repeat_n(0, 236));
+    hlen[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    for (i, g) in [b"short".to_vec(), dhcp_junk, hlen, vec![0xff; 5000]]
+        .iter()
+        .enumerate()
+    {
+        let f = lab.path(&format!("d{i}"));
+        fs::write(&f, g).unwrap();
+        send_udp(&lab, &f, 67);
+    }
+
+    // Still serving everyone else.
+    assert!(server.alive(), "{}", server.log());
+    let dst = lab.path("ok.kpxe");
+    tftp_hpa(&lab, &format!("get undionly.kpxe {}", dst.display()));
+    assert_eq!(
+        fs::read(&dst).unwrap(),
+        fs::read("/usr/lib/ipxe/undionly.kpxe").unwrap()
+    );
+    let m = lab.metrics();
+    // Six names refused, plus the request for "a" with absurd options (parsed, options dropped).
+    assert_eq!(counter(&m, "tftp", "refused"), 7, "{m}");
+    assert_eq!(counter(&m, "tftp", "refused_write"), 1, "{m}");
+    assert_eq!(counter(&m, "tftp", "malformed"), 5, "{m}");
+    assert_eq!(counter(&m, "dhcp", "malformed"), 4, "{m}");
+    let log = server.log();
+    assert!(log.contains("dropped malformed packet"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn curl_fetches_script_files_and_binaries() {
+    let lab = Lab::new();
+    lab.client_addr();
+    let mut server = lab.server(&["--pool", POOL, "--cmdline", "console=ttyS0"]);
+    let base = format!("http://{SERVER_IP}:8080");
+    let (code, body) = lab.curl(&[&format!("{base}/ipxe/52-54-00-aa-00-01.ipxe")]);
+    let script = String::from_utf8(body).unwrap();
+    assert_eq!(code, 200, "{script}");
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    for want in [
+        "kernel --name kernel http://10.77.0.1:8080/files/kernel initrd=initramfs BOOTIF=01-52-54-00-aa-00-01 ferrox.controller=https://10.77.0.1:8443 ferrox.token=tok-123 console=ttyS0 || goto failed",
+        "initrd --name initramfs http://10.77.0.1:8080/files/initramfs || goto failed",
+        "goto retry",
+    ] {
+        assert!(script.contains(want), "{want:?} not in\n{script}");
+    }
+    let kernel = fs::read(lab.path("kernel")).unwrap();
+    let (code, body) = lab.curl(&[&format!("{base}/files/kernel")]);
+    assert_eq!((code, body.len()), (200, kernel.len()));
+    assert_eq!(body, kernel);
+    let (code, body) = lab.curl(&["-r", "1000-1099", &format!("{base}/files/kernel")]);
+    assert_eq!(code, 206);
+    assert_eq!(body, &kernel[1000..1100]);
+    let (code, body) = lab.curl(&["-r", "299990-", &format!("{base}/files/kernel")]);
+    assert_eq!((code, body.as_slice()), (206, &kernel[299_990..]));
+    let (code, _) = lab.curl(&["-r", "400000-", &format!("{base}/files/kernel")]);
+    assert_eq!(code, 416);
+    let (code, body) = lab.curl(&[&format!("{base}/ipxe/snponly.efi")]);
+    assert_eq!(code, 200);
+    assert_eq!(body, fs::read("/usr/lib/ipxe/snponly.efi").unwrap());
+
+    for path in [
+        "/ipxe/../../../etc/passwd",
+        "/files/../../etc/passwd",
+        "/ipxe/%2e%2e%2fetc%2fpasswd",
+        "/ipxe/52-54-00-00-00-99.ipxe",
+        "/ipxe/not-a-mac.ipxe",
+        "/files/vmlinuz",
+        "/",
+        "/usr/lib/ipxe/ipxe.efi",
+    ] {
+        let (code, _) = lab.curl(&["--path-as-is", &format!("{base}{path}")]);
+        assert_eq!(code, 404, "{path}");
+    }
+    let (code, _) = lab.curl(&["-X", "POST", "-d", "x", &format!("{base}/files/kernel")]);
+    assert_eq!(code, 405);
+    let (code, body) = lab.curl(&["-I", &format!("{base}/files/kernel")]);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body)
+        .to_ascii_lowercase()
+        .contains("content-length: 300000"));
+
+    let m = lab.metrics();
+    assert!(counter(&m, "http", "not_found") >= 8, "{m}");
+    assert_eq!(counter(&m, "http", "script"), 1, "{m}");
+    assert!(server.alive());
+}
