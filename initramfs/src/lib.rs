@@ -326,7 +326,7 @@ mod tests {
     fn options(dir: &Path) -> Options {
         let mods = dir.join("lib/modules/6.1.0-test");
         std::fs::create_dir_all(&mods).unwrap();
-        modules::tests::fixture_tree(&mods);
+        modules::write_fixture_tree(&mods);
         let fw = dir.join("firmware");
         std::fs::create_dir_all(fw.join("vendor")).unwrap();
         std::fs::write(fw.join("vendor/a.bin"), b"firmware a").unwrap();

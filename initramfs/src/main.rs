@@ -42,7 +42,10 @@ struct Config {
     #[arg(long, value_name = "DIR")]
     modules_dir: Option<PathBuf>,
 
-    /// Replace the default module set (comma-separated names or exact aliases).
+    /// Replace the default module set (comma-separated names or exact aliases). The default:
+    /// NICs virtio_net e1000 e1000e igb ixgbe i40e ice mlx5_core bnxt_en tg3; storage
+    /// virtio_blk virtio_scsi nvme ahci sd_mod megaraid_sas mpt3sas smartpqi; virtio_pci (the
+    /// virtio PCI transport); 8021q and af_packet (VLAN, LLDP). Dependencies always follow.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     modules: Option<Vec<String>>,
 
@@ -263,5 +266,23 @@ fn main() {
     if let Err(e) = run() {
         eprintln!("ferrox-mkinitramfs: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The --help text lists the default module set; it must not drift from the code.
+    #[test]
+    fn help_lists_the_default_modules() {
+        let help = Config::command().render_long_help().to_string();
+        let words: Vec<&str> = help
+            .split(|c: char| c.is_whitespace() || c == ';' || c == ')' || c == '(')
+            .collect();
+        for m in DEFAULT_MODULES {
+            assert!(words.contains(m), "--help does not mention {m}");
+        }
     }
 }

@@ -351,6 +351,71 @@ impl ModuleTree {
     }
 }
 
+/// A small fake module tree in depmod's formats, with ELF .ko files carrying .modinfo
+/// (firmware declarations), one compressed with xz and one with zstd. For tests (unit tests
+/// here, the CLI tests in tests/).
+#[doc(hidden)]
+pub fn write_fixture_tree(root: &Path) {
+    let files: &[(&str, &str)] = &[
+        (
+            "kernel/net/a.ko",
+            "firmware=vendor/a.bin\0alias=pci:v00001234d*\0",
+        ),
+        (
+            "kernel/lib/b-core.ko.xz",
+            "firmware=vendor/b.bin\0firmware=vendor/absent.bin\0",
+        ),
+        ("kernel/lib/c.ko.zst", "license=GPL\0"),
+        ("kernel/lib/d.ko", "license=GPL\0"),
+        ("kernel/lib/soft.ko", "license=GPL\0"),
+        ("kernel/unrelated/z.ko", "firmware=vendor/z.bin\0"),
+    ];
+    for (path, modinfo) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let elf = crate::modinfo::fake_elf(&[(".modinfo", modinfo.as_bytes())]);
+        let data = if path.ends_with(".xz") {
+            let mut enc = xz2::write::XzEncoder::new(Vec::new(), 6);
+            std::io::Write::write_all(&mut enc, &elf).unwrap();
+            enc.finish().unwrap()
+        } else if path.ends_with(".zst") {
+            zstd::encode_all(&elf[..], 3).unwrap()
+        } else {
+            elf
+        };
+        std::fs::write(p, data).unwrap();
+    }
+    // a needs b-core and c (and c needs d: depmod lists the closure).
+    std::fs::write(
+        root.join("modules.dep"),
+        "kernel/net/a.ko: kernel/lib/b-core.ko.xz kernel/lib/c.ko.zst kernel/lib/d.ko\n\
+         kernel/lib/b-core.ko.xz:\n\
+         kernel/lib/c.ko.zst: kernel/lib/d.ko\n\
+         kernel/lib/d.ko:\n\
+         kernel/lib/soft.ko:\n\
+         kernel/unrelated/z.ko:\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("modules.alias"),
+        "# Aliases extracted from modules themselves.\n\
+         alias pci:v00001234d* a\n\
+         alias crypto-soft soft\n\
+         alias pci:v00005678d* z\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("modules.softdep"),
+        "softdep a pre: crypto-soft post: gone\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("modules.builtin"),
+        "kernel/net/packet/af_packet.ko\n",
+    )
+    .unwrap();
+}
+
 /// Index files for the modules inside the ramdisk, in depmod's formats.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubsetFiles {
@@ -362,71 +427,9 @@ pub struct SubsetFiles {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A small fake module tree in depmod's formats, with ELF .ko files carrying .modinfo
-    /// (firmware declarations), one compressed with xz and one with zstd.
-    pub(crate) fn fixture_tree(root: &Path) {
-        let files: &[(&str, &str)] = &[
-            (
-                "kernel/net/a.ko",
-                "firmware=vendor/a.bin\0alias=pci:v00001234d*\0",
-            ),
-            (
-                "kernel/lib/b-core.ko.xz",
-                "firmware=vendor/b.bin\0firmware=vendor/absent.bin\0",
-            ),
-            ("kernel/lib/c.ko.zst", "license=GPL\0"),
-            ("kernel/lib/d.ko", "license=GPL\0"),
-            ("kernel/lib/soft.ko", "license=GPL\0"),
-            ("kernel/unrelated/z.ko", "firmware=vendor/z.bin\0"),
-        ];
-        for (path, modinfo) in files {
-            let p = root.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            let elf = crate::modinfo::fake_elf(&[(".modinfo", modinfo.as_bytes())]);
-            let data = if path.ends_with(".xz") {
-                let mut enc = xz2::write::XzEncoder::new(Vec::new(), 6);
-                std::io::Write::write_all(&mut enc, &elf).unwrap();
-                enc.finish().unwrap()
-            } else if path.ends_with(".zst") {
-                zstd::encode_all(&elf[..], 3).unwrap()
-            } else {
-                elf
-            };
-            std::fs::write(p, data).unwrap();
-        }
-        // a needs b-core and c (and c needs d: depmod lists the closure).
-        std::fs::write(
-            root.join("modules.dep"),
-            "kernel/net/a.ko: kernel/lib/b-core.ko.xz kernel/lib/c.ko.zst kernel/lib/d.ko\n\
-             kernel/lib/b-core.ko.xz:\n\
-             kernel/lib/c.ko.zst: kernel/lib/d.ko\n\
-             kernel/lib/d.ko:\n\
-             kernel/lib/soft.ko:\n\
-             kernel/unrelated/z.ko:\n",
-        )
-        .unwrap();
-        std::fs::write(
-            root.join("modules.alias"),
-            "# Aliases extracted from modules themselves.\n\
-             alias pci:v00001234d* a\n\
-             alias crypto-soft soft\n\
-             alias pci:v00005678d* z\n",
-        )
-        .unwrap();
-        std::fs::write(
-            root.join("modules.softdep"),
-            "softdep a pre: crypto-soft post: gone\n",
-        )
-        .unwrap();
-        std::fs::write(
-            root.join("modules.builtin"),
-            "kernel/net/packet/af_packet.ko\n",
-        )
-        .unwrap();
-    }
+    use write_fixture_tree as fixture_tree;
 
     #[test]
     fn resolves_dependencies_softdeps_builtins_and_missing() {

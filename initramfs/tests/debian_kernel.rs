@@ -1,0 +1,249 @@
+//! Tests against Debian's real kernel (linux-image-amd64, installed by hack/deps.sh): the default
+//! ramdisk's size and reproducibility with real modules, and a QEMU (TCG) boot of that kernel
+//! with a ramdisk built by this crate, whose modules are loaded with finit_module by a tiny
+//! static /init (tests/fixtures/test-init.c) that reports on the serial console.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrox_mkinitramfs::{modules, Options, DEFAULT_MAX_FIRMWARE_SIZE, DEFAULT_MODULES};
+
+const MODULES: &str = "/lib/modules";
+
+fn kernel_version() -> String {
+    modules::newest_kernel_version(Path::new(MODULES))
+        .expect("no /lib/modules/*/modules.dep: install linux-image-amd64 (hack/deps.sh)")
+}
+
+fn options(init: PathBuf, modules: &[&str]) -> Options {
+    let kver = kernel_version();
+    Options {
+        init,
+        modules_root: Path::new(MODULES).join(&kver),
+        kernel_version: kver,
+        modules: modules.iter().map(|s| s.to_string()).collect(),
+        softdeps: true,
+        firmware_dir: Some("/lib/firmware".into()),
+        max_firmware_size: DEFAULT_MAX_FIRMWARE_SIZE,
+        mtime: 0,
+        compression_level: 19,
+    }
+}
+
+/// A stand-in /init: the size goal is measured with the real agent by hack/build-initramfs.sh;
+/// here a 6 MiB incompressible blob (the stripped static agent's size) stands in for it.
+fn fake_agent(dir: &Path) -> PathBuf {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let blob: Vec<u8> = (0..6 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let p = dir.join("agent");
+    std::fs::write(&p, blob).unwrap();
+    p
+}
+
+#[test]
+#[ignore = "needs linux-image-amd64 (hack/deps.sh)"]
+fn default_set_resolves_fits_the_budget_and_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(fake_agent(dir.path()), DEFAULT_MODULES);
+    let (a, r1) = ferrox_mkinitramfs::build(&opts).unwrap();
+    let (b, r2) = ferrox_mkinitramfs::build(&opts).unwrap();
+    assert!(a == b, "two builds differ");
+    assert_eq!(r1, r2);
+    eprintln!(
+        "default set: {} modules, {} bytes compressed ({} cpio), firmware {} included, {} missing",
+        r1.modules.len(),
+        r1.compressed_bytes,
+        r1.cpio_bytes,
+        r1.firmware.len(),
+        r1.firmware_missing.len()
+    );
+    assert!(r1.modules_missing.is_empty(), "{:?}", r1.modules_missing);
+    for m in DEFAULT_MODULES {
+        let n = modules::normalize(m);
+        assert!(
+            r1.modules.contains(&n) || r1.modules_builtin.contains(&n),
+            "{m} neither included nor built in"
+        );
+    }
+    // Dependencies came along (examples from Debian's modules.dep).
+    for dep in [
+        "nvme_core",
+        "libahci",
+        "libata",
+        "scsi_mod",
+        "virtio_ring",
+        "llc",
+        "mrp",
+    ] {
+        assert!(r1.modules.contains(&dep.to_string()), "{dep} missing");
+    }
+    assert!(
+        r1.compressed_bytes <= 12_000_000,
+        "over the 12 MB budget: {}",
+        r1.compressed_bytes
+    );
+    // Firmware the default set declares is either included or reported, never silently lost.
+    assert!(r1.firmware.len() + r1.firmware_missing.len() + r1.firmware_too_large.len() >= 5);
+}
+
+fn build_test_init(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-init.c");
+    let out = dir.join("test-init");
+    let status = Command::new("musl-gcc")
+        .args(["-static", "-Os", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("musl-gcc (musl-tools, hack/deps.sh)");
+    assert!(status.success(), "compiling {}", src.display());
+    out
+}
+
+/// Runs QEMU until it exits or `timeout`, returning the serial console output.
+fn run_qemu(args: &[String], timeout: Duration) -> String {
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-system-x86_64 (qemu-system-x86, hack/deps.sh)");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            // Our own child, by handle.
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    format!("{out}\n[qemu stderr]\n{err}")
+}
+
+#[test]
+#[ignore = "needs linux-image-amd64 and qemu-system-x86 (hack/deps.sh); boots a VM (~10-30 s TCG)"]
+fn debian_kernel_boots_the_ramdisk_and_loads_its_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = build_test_init(dir.path());
+    let opts = options(init, DEFAULT_MODULES);
+    let kver = opts.kernel_version.clone();
+    let kernel = PathBuf::from(format!("/boot/vmlinuz-{kver}"));
+    assert!(kernel.is_file(), "{} missing", kernel.display());
+    let (img, report) = ferrox_mkinitramfs::build(&opts).unwrap();
+    let initrd = dir.path().join("initrd.img");
+    std::fs::write(&initrd, img).unwrap();
+    let disk = dir.path().join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+
+    // What a coldplug would load for a virtio NIC and disk, plus VLAN support, in dependency
+    // order, as paths inside the ramdisk.
+    let tree = modules::ModuleTree::load(&opts.modules_root).unwrap();
+    let order = tree.load_order(&["virtio_pci", "virtio_net", "virtio_blk", "8021q"]);
+    for m in &order {
+        assert!(report.modules.contains(m), "{m} not in the ramdisk");
+    }
+    let paths: Vec<String> = order
+        .iter()
+        .map(|m| modules::uncompressed_path(&tree.module(m).unwrap().path).to_owned())
+        .collect();
+
+    let append = format!(
+        "console=ttyS0 panic=-1 loglevel=4 ferrox_load={}",
+        paths.join(",")
+    );
+    let args: Vec<String> = [
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        kernel.to_str().unwrap(),
+        "-initrd",
+        initrd.to_str().unwrap(),
+        "-append",
+        &append,
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        "virtio-net-pci,netdev=n0,mac=52:54:00:fe:12:34",
+        "-drive",
+        &format!("file={},if=none,id=d0,format=raw", disk.display()),
+        "-device",
+        "virtio-blk-pci,drive=d0,serial=ferrox-disk0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let console = run_qemu(&args, Duration::from_secs(180));
+    let lines: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("FERROX-INIT"))
+        .collect();
+    for l in &lines {
+        eprintln!("{l}");
+    }
+    let ctx = || format!("console:\n{console}");
+    assert!(
+        lines.iter().any(|l| l.contains("FERROX-INIT start pid=1")),
+        "{}",
+        ctx()
+    );
+    for p in &paths {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with(&format!("FERROX-INIT loaded {p}"))),
+            "{p} not loaded\n{}",
+            ctx()
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("FERROX-INIT net ") && l.ends_with("52:54:00:fe:12:34")),
+        "no virtio NIC\n{}",
+        ctx()
+    );
+    // 64 MiB = 131072 sectors.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("FERROX-INIT block vda 131072")),
+        "no virtio disk\n{}",
+        ctx()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("FERROX-INIT done failed=0")),
+        "{}",
+        ctx()
+    );
+}
