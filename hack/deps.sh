@@ -13,10 +13,12 @@ PKGS=(
   # measuring
   time psmisc
   # netboot: the iPXE binaries it serves, real DHCP/TFTP clients, the NIC ROMs VMs PXE-boot with
-  ipxe busybox-static isc-dhcp-client tftp-hpa atftp ipxe-qemu
+  ipxe busybox-static isc-dhcp-client isc-dhcp-relay tftp-hpa atftp ipxe-qemu
   # the ramdisk: static agent build (hack/build-static-agent.sh), a kernel and its modules to
   # build from, the real cpio to check the archive with, QEMU to boot it
   dpkg-dev make file cpio kmod linux-image-amd64 qemu-system-x86
+  # the agent's DHCP client against the real peer, in network namespaces
+  dnsmasq-base iproute2
 )
 
 missing=()
