@@ -41,6 +41,19 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Get a DHCP lease on an interface with the ramdisk's own client and print it as JSON
+    /// (sets the link up; `--configure` also puts the address and default route on it).
+    Dhcp {
+        /// The interface.
+        #[arg(long)]
+        interface: String,
+        /// Apply the lease to the interface.
+        #[arg(long)]
+        configure: bool,
+        /// DISCOVER (and REQUEST) attempts; waits double from 1 s up to 8 s.
+        #[arg(long, default_value_t = 4)]
+        attempts: u32,
+    },
     /// Print this machine's hardware as metal3 HardwareDetails JSON (HardwareData spec.hardware).
     Inspect {
         /// Print Ferrox's full document instead: {"hardware": <metal3>, "ferroxExtra": {...}}.
@@ -138,6 +151,11 @@ pub enum ProgressMode {
 }
 
 fn main() -> ExitCode {
+    // As the ramdisk's /init the kernel hands us its unknown command-line words as arguments:
+    // PID 1 never parses argv, it reads /proc/cmdline.
+    if std::process::id() == 1 {
+        agent_ramdisk::boot::pid1();
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli) {
@@ -178,6 +196,24 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Dhcp {
+            interface,
+            configure,
+            attempts,
+        } => {
+            let mac = std::fs::read_to_string(format!("/sys/class/net/{interface}/address"))
+                .ok()
+                .and_then(|m| agent_ramdisk::cmdline::Mac::parse(m.trim()))
+                .with_context(|| format!("{interface}: no such Ethernet interface"))?;
+            agent_sys::netif::set_up(&interface)
+                .with_context(|| format!("setting {interface} up"))?;
+            let lease = agent_ramdisk::dhcp::acquire(&interface, mac, attempts)?;
+            if configure {
+                agent_ramdisk::net::configure(&interface, &lease)?;
+            }
+            print_json(&lease)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { full, root } => {
             let root = root
                 .map(agent_inspect::Root::at)

@@ -6,9 +6,11 @@
 //! same optional fields), so the controller publishes it unchanged. Everything Ferrox knows
 //! beyond metal3's shape lives in [`Extra`], a separate document (`inspect --full`).
 
+pub mod hello;
 pub mod inventory;
 pub mod progress;
 
+pub use hello::Hello;
 pub use inventory::*;
 pub use progress::*;
 

@@ -1,0 +1,250 @@
+//! PID 1: mount the pseudo filesystems, coldplug the modules, bring up the boot network, take
+//! the inventory, say hello to the controller, and never die. Every fatal error is printed on
+//! the console with its cause, then retried with backoff (or the machine powers off/reboots
+//! when `ferrox.fatal=` says so). A panic is caught and handled the same way: if PID 1 exits,
+//! the kernel panics and the operator sees nothing useful.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agent_sys::system::{self, Shutdown};
+
+use crate::cmdline::{self, BootParams, OnFatal};
+use crate::coldplug::{self, ModuleDb};
+use crate::net;
+
+/// Seconds since the kernel started (CLOCK_BOOTTIME, from /proc/uptime).
+pub fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// One console line, also into the kernel log (so it carries the kernel's timestamp).
+pub fn say(msg: &str) {
+    let line = format!("ferrox-agent: {msg}");
+    eprintln!("[{:9.3}] {line}", uptime());
+    if let Ok(mut k) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = k.write_all(format!("<5>{line}\n").as_bytes());
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Mounts /proc, /sys, /dev, /run and /tmp; one already mounted is fine.
+fn mount_basics() {
+    let m = |src: &str, target: &str, fs: &str, flags: libc::c_ulong, data: &str| {
+        let _ = std::fs::create_dir_all(target);
+        match system::mount(src, Path::new(target), fs, flags, data) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => say(&format!("mounting {fs} on {target}: {e}")),
+        }
+    };
+    let nosuid = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
+    m("proc", "/proc", "proc", nosuid, "");
+    m("sysfs", "/sys", "sysfs", nosuid, "");
+    m("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755");
+    m(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=0755",
+    );
+    m(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=1777",
+    );
+}
+
+/// The module directory of the running kernel.
+fn module_dir() -> std::path::PathBuf {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    Path::new("/lib/modules").join(release.trim())
+}
+
+fn coldplug_modules(params: &BootParams) {
+    let dir = module_dir();
+    let db = match ModuleDb::load(&dir) {
+        Ok(db) => db,
+        Err(e) => {
+            say(&format!(
+                "no module database in {} ({e}): using only built-in drivers",
+                dir.display()
+            ));
+            return;
+        }
+    };
+    let t = Instant::now();
+    let always: &[&str] = if params.vlan.is_some() {
+        &["8021q"]
+    } else {
+        &[]
+    };
+    let report = coldplug::coldplug(&db, &dir, Path::new("/sys/devices"), always, |path| {
+        let f = std::fs::File::open(path)?;
+        system::finit_module(&f, "").map(drop)
+    });
+    say(&format!(
+        "coldplug: {} modules loaded in {} rounds, {:.0} ms: {}",
+        report.loaded.len(),
+        report.rounds,
+        t.elapsed().as_secs_f64() * 1e3,
+        report.loaded.join(" ")
+    ));
+    for (m, e) in &report.failed {
+        say(&format!("module {m} failed to load: {e}"));
+    }
+}
+
+/// A fatal error of one attempt.
+type Fatal = Box<dyn std::error::Error + Send + Sync>;
+
+/// One attempt from parameters to hello; returns once the controller knows the agent.
+fn attempt(params: &BootParams) -> Result<(), Fatal> {
+    let up = net::bring_up(
+        Path::new("/sys/class/net"),
+        params.bootif,
+        params.vlan,
+        Duration::from_secs(30),
+        4,
+    )?;
+    say(&format!(
+        "network: {} ({}) has {}/{}{}",
+        up.ifname,
+        up.mac,
+        up.lease.address,
+        up.lease.prefix,
+        up.lease
+            .router
+            .map(|r| format!(", router {r}"))
+            .unwrap_or_default()
+    ));
+    let t = Instant::now();
+    let inventory = agent_inspect::inspect(&agent_inspect::Root::host())?;
+    let ready = uptime();
+    let disks: Vec<String> = inventory
+        .hardware
+        .storage
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}:{}",
+                s.name.as_deref().unwrap_or("?"),
+                s.size_bytes.unwrap_or(0),
+                s.serial_number.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    let nics: Vec<String> = inventory
+        .hardware
+        .nics
+        .iter()
+        .map(|n| {
+            format!(
+                "{}:{}",
+                n.name.as_deref().unwrap_or("?"),
+                n.mac.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    say(&format!(
+        "ready at {ready:.3} s after kernel start (inventory {:.0} ms): disks {} nics {}",
+        t.elapsed().as_secs_f64() * 1e3,
+        disks.join(","),
+        nics.join(",")
+    ));
+    let Some(controller) = &params.controller else {
+        say(
+            "no ferrox.controller= on the kernel command line: staying up with nobody to report to",
+        );
+        return Ok(());
+    };
+    let hello = agent_proto::Hello {
+        protocol: agent_proto::PROTOCOL_VERSION,
+        token: params.token.clone(),
+        mac: up.mac.clone(),
+        address: up.lease.address.to_string(),
+        ready_after_seconds: ready,
+        inventory,
+    };
+    let url = format!("{controller}/v1/agent/hello");
+    crate::report::post_json(&url, &serde_json::to_vec(&hello)?)?;
+    say(&format!("hello sent to {url}"));
+    Ok(())
+}
+
+/// Runs as PID 1; never returns.
+pub fn pid1() -> ! {
+    mount_basics();
+    std::thread::spawn(|| loop {
+        system::reap_children();
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    std::panic::set_hook(Box::new(|info| say(&format!("PANIC: {info}"))));
+    let raw = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (params, problems) = cmdline::parse(&raw);
+    say(&format!("starting at {:.3} s after kernel start", uptime()));
+    for p in &problems {
+        say(&format!("ERROR: {p}"));
+    }
+    coldplug_modules(&params);
+    let mut wait = Duration::from_secs(2);
+    loop {
+        let result = if problems.is_empty() {
+            std::panic::catch_unwind(|| attempt(&params))
+                .unwrap_or_else(|_| Err("the agent panicked (see PANIC above)".into()))
+        } else {
+            Err(format!(
+                "{} bad parameter(s) on the kernel command line (see ERROR above); fix the boot script",
+                problems.len()
+            )
+            .into())
+        };
+        match result {
+            Ok(()) => {
+                say("waiting for commands");
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            Err(e) => {
+                say(&format!("FATAL: {}", chain(&*e)));
+                match params.on_fatal {
+                    OnFatal::Retry => {
+                        say(&format!("retrying in {} s", wait.as_secs()));
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(Duration::from_secs(60));
+                    }
+                    OnFatal::PowerOff | OnFatal::Reboot => {
+                        let how = if params.on_fatal == OnFatal::PowerOff {
+                            Shutdown::PowerOff
+                        } else {
+                            Shutdown::Reboot
+                        };
+                        say(&format!("{how:?} in 10 s (ferrox.fatal=)"));
+                        std::thread::sleep(Duration::from_secs(10));
+                        let e = system::shutdown(how);
+                        say(&format!("{how:?} failed: {e}; retrying instead"));
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+        }
+    }
+}

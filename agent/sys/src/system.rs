@@ -1,0 +1,165 @@
+//! What PID 1 asks of the kernel: mounting the pseudo filesystems, loading kernel modules from
+//! files (`finit_module`), reaping children, and powering off or rebooting.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+fn cstring(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
+}
+
+fn path_cstring(p: &Path) -> io::Result<CString> {
+    cstring(
+        p.to_str()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8"))?,
+    )
+}
+
+/// `mount(2)`: mounts `source` of type `fstype` at `target` with `flags` (`MS_*`) and the
+/// filesystem's own `data` options.
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let (source, target, fstype, data) = (
+        cstring(source)?,
+        path_cstring(target)?,
+        cstring(fstype)?,
+        cstring(data)?,
+    );
+    // SAFETY: `int mount(const char *source, const char *target, const char *filesystemtype,
+    // unsigned long mountflags, const void *data)`: all four pointers are NUL-terminated
+    // strings that outlive the call; the kernel copies them.
+    let r = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Outcome of loading one module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleLoad {
+    /// Loaded now.
+    Loaded,
+    /// The kernel already had it (`EEXIST`).
+    AlreadyLoaded,
+}
+
+/// `finit_module(2)`: loads the kernel module in `file` (an uncompressed `.ko`) with
+/// `params` (`"name=value ..."`).
+pub fn finit_module(file: &File, params: &str) -> io::Result<ModuleLoad> {
+    let params = cstring(params)?;
+    // SAFETY: `int finit_module(int fd, const char *param_values, int flags)` (syscall
+    // `__NR_finit_module`, 313 on x86_64): `fd` is an open descriptor borrowed from `file` for
+    // the call, `param_values` a NUL-terminated string that outlives it, flags 0.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            params.as_ptr(),
+            0 as libc::c_int,
+        )
+    };
+    if r == 0 {
+        return Ok(ModuleLoad::Loaded);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EEXIST) {
+        return Ok(ModuleLoad::AlreadyLoaded);
+    }
+    Err(e)
+}
+
+/// Reaps every child that has exited, without blocking; returns their pids and raw statuses.
+pub fn reap_children() -> Vec<(i32, i32)> {
+    let mut reaped = Vec::new();
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `pid_t waitpid(pid_t pid, int *wstatus, int options)` with a pointer to a
+        // local int that lives across the call; WNOHANG makes it return at once.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return reaped;
+        }
+        reaped.push((pid, status));
+    }
+}
+
+/// How PID 1 ends the machine's run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// `LINUX_REBOOT_CMD_POWER_OFF`.
+    PowerOff,
+    /// `LINUX_REBOOT_CMD_RESTART`.
+    Reboot,
+}
+
+/// Flushes the filesystems and powers off or reboots. Returns only on failure (not PID 1, or
+/// no CAP_SYS_BOOT).
+pub fn shutdown(how: Shutdown) -> io::Error {
+    // `#define LINUX_REBOOT_CMD_POWER_OFF 0x4321FEDC`, `#define LINUX_REBOOT_CMD_RESTART
+    // 0x01234567` (<uapi/linux/reboot.h>).
+    let cmd = match how {
+        Shutdown::PowerOff => libc::LINUX_REBOOT_CMD_POWER_OFF,
+        Shutdown::Reboot => libc::LINUX_REBOOT_CMD_RESTART,
+    };
+    // SAFETY: `void sync(void)` takes nothing; `int reboot(int cmd)` takes an integer
+    // command and no pointers.
+    unsafe {
+        libc::sync();
+        libc::reboot(cmd);
+    }
+    io::Error::last_os_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_reports_the_kernels_refusal() {
+        // An unknown filesystem type: ENODEV as root, EPERM otherwise; never success.
+        let dir = tempfile::tempdir().unwrap();
+        let e = mount("none", dir.path(), "ferrox-no-such-fs", 0, "").unwrap_err();
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::EPERM)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn finit_module_refuses_a_file_that_is_not_a_module() {
+        let f = tempfile::tempfile().unwrap();
+        // Not an ELF module: ENOEXEC (or EPERM without CAP_SYS_MODULE, ENOSYS in a kernel
+        // without module support such as this workplace's); never "loaded".
+        let e = finit_module(&f, "").unwrap_err();
+        assert!(
+            matches!(
+                e.raw_os_error(),
+                Some(libc::ENOEXEC) | Some(libc::EPERM) | Some(libc::ENOSYS) | Some(libc::EINVAL)
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nul_bytes_are_refused_before_the_kernel_sees_them() {
+        let e = mount("a\0b", Path::new("/x"), "tmpfs", 0, "").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+}
