@@ -59,33 +59,26 @@ fn initramfs(dir: &Path) -> PathBuf {
     out
 }
 
-#[test]
-#[ignore = "needs root and network namespaces"]
-fn qemu_bios_pxe_boots_kernel_and_initramfs_through_full_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let ns = Ns::new("vm");
+/// Creates bridge `br0` with tap `tap0` in `ns`.
+fn bridge_with_tap(ns: &Ns) {
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
-    ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "br0"]);
     ns.ip(&["link", "set", "br0", "up"]);
     ns.ip(&["tuntap", "add", "tap0", "mode", "tap"]);
     ns.ip(&["link", "set", "tap0", "master", "br0"]);
     ns.ip(&["link", "set", "tap0", "up"]);
+}
 
+/// ferrox-netboot in `ns` serving the Debian kernel and a test initramfs to [`KNOWN_MAC`].
+fn netboot(ns: &Ns, dir: &Path, extra: &[&str]) -> Proc {
     let kernel = debian_kernel();
-    let initrd = initramfs(dir.path());
+    let initrd = initramfs(dir);
     fs::write(
-        dir.path().join("hosts.yaml"),
+        dir.join("hosts.yaml"),
         format!("hosts:\n  - mac: \"{KNOWN_MAC}\"\n    ip: 10.77.0.50\n    boot:\n      token: vm-token-1\n"),
     )
     .unwrap();
-    let mut server_cmd = ns.cmd(env!("CARGO_BIN_EXE_ferrox-netboot"));
-    server_cmd
-        .args([
-            "--pool",
-            POOL,
-            "--hosts",
-            dir.path().join("hosts.yaml").to_str().unwrap(),
-        ])
+    let mut cmd = ns.cmd(env!("CARGO_BIN_EXE_ferrox-netboot"));
+    cmd.args(["--hosts", dir.join("hosts.yaml").to_str().unwrap()])
         .args([
             "--kernel",
             kernel.to_str().unwrap(),
@@ -93,11 +86,17 @@ fn qemu_bios_pxe_boots_kernel_and_initramfs_through_full_mode() {
             initrd.to_str().unwrap(),
         ])
         .args(["--cmdline", "console=ttyS0 panic=-1 quiet"])
-        .args(["--controller-url", "https://10.77.0.1:8443"]);
-    let mut server = Proc::spawn(server_cmd, &dir.path().join("server.log"));
-    server.wait_log("listening", Duration::from_secs(10));
+        .args(["--controller-url", "https://10.77.0.1:8443"])
+        .args(extra);
+    let mut p = Proc::spawn(cmd, &dir.join("server.log"));
+    p.wait_log("listening", Duration::from_secs(10));
+    p
+}
 
-    let serial = dir.path().join("serial.log");
+/// Powers on a BIOS VM with an e1000 (its iPXE ROM) on `ns`'s tap0 and waits for the marker.
+/// Returns the time from power-on and the marker line.
+fn boot_vm(ns: &Ns, dir: &Path, server: &mut Proc) -> (Duration, String) {
+    let serial = dir.join("serial.log");
     let mut qemu = ns.cmd("qemu-system-x86_64");
     qemu.args(["-machine", "pc", "-accel", "tcg", "-m", "512", "-smp", "1"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
@@ -106,12 +105,12 @@ fn qemu_bios_pxe_boots_kernel_and_initramfs_through_full_mode() {
         .args(["-device", &format!("e1000,netdev=n0,mac={KNOWN_MAC}")])
         .args(["-boot", "n"]);
     let started = Instant::now();
-    let mut vm = Proc::spawn(qemu, &dir.path().join("qemu.log"));
+    let mut vm = Proc::spawn(qemu, &dir.join("qemu.log"));
     let deadline = Duration::from_secs(150);
     loop {
         let s = fs::read_to_string(&serial).unwrap_or_default();
-        if s.contains(MARKER) {
-            break;
+        if let Some(line) = s.lines().find(|l| l.contains(MARKER)) {
+            return (started.elapsed(), line.to_owned());
         }
         assert!(
             started.elapsed() < deadline && vm.alive(),
@@ -123,10 +122,9 @@ fn qemu_bios_pxe_boots_kernel_and_initramfs_through_full_mode() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let took = started.elapsed();
-    eprintln!("QEMU power-on to test initramfs running: {took:?}");
-    let s = fs::read_to_string(&serial).unwrap();
-    let line = s.lines().find(|l| l.contains(MARKER)).unwrap();
+}
+
+fn check_cmdline(line: &str) {
     for want in [
         "BOOTIF=01-52-54-00-aa-00-01",
         "ferrox.token=vm-token-1",
@@ -137,6 +135,19 @@ fn qemu_bios_pxe_boots_kernel_and_initramfs_through_full_mode() {
             "{want} not on the kernel command line: {line}"
         );
     }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn qemu_bios_pxe_boots_kernel_and_initramfs_through_full_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Ns::new("vm");
+    bridge_with_tap(&ns);
+    ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "br0"]);
+    let mut server = netboot(&ns, dir.path(), &["--pool", POOL]);
+    let (took, line) = boot_vm(&ns, dir.path(), &mut server);
+    eprintln!("full mode: QEMU power-on to test initramfs running: {took:?}");
+    check_cmdline(&line);
     let log = server.log();
     for want in [
         "outcome=\"offer\"",
@@ -147,6 +158,54 @@ fn qemu_bios_pxe_boots_kernel_and_initramfs_through_full_mode() {
     ] {
         assert!(log.contains(want), "{want} not in the server log:\n{log}");
     }
-    drop(vm);
     assert!(server.alive());
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn qemu_bios_pxe_boots_through_proxy_mode_beside_dnsmasq() {
+    // The VM's bridge in one namespace; dnsmasq (the only address server) and ferrox-netboot
+    // (proxy mode) each in their own, joined to the bridge by veth pairs.
+    let dir = tempfile::tempdir().unwrap();
+    let vm_ns = Ns::new("vm");
+    bridge_with_tap(&vm_ns);
+    let dm = Ns::new("dm");
+    let fx = Ns::new("fx");
+    veth(&vm_ns, "to-dm", &dm, "dm0");
+    veth(&vm_ns, "to-fx", &fx, "fx0");
+    vm_ns.ip(&["link", "set", "to-dm", "master", "br0"]);
+    vm_ns.ip(&["link", "set", "to-fx", "master", "br0"]);
+    dm.ip(&["addr", "add", "10.77.0.2/24", "dev", "dm0"]);
+    fx.ip(&["addr", "add", "10.77.0.1/24", "dev", "fx0"]);
+    let mut dnsmasq = dm.cmd("dnsmasq");
+    dnsmasq.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--no-ping",
+        "--leasefile-ro",
+        "--interface=dm0",
+        "--bind-interfaces",
+        "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h",
+        "--dhcp-option=3,10.77.0.2",
+        "--log-dhcp",
+    ]);
+    let mut dnsmasq = Proc::spawn(dnsmasq, &dir.path().join("dnsmasq.log"));
+    let mut server = netboot(&fx, dir.path(), &["--mode", "proxy"]);
+    assert!(dnsmasq.alive(), "{}", dnsmasq.log());
+    let (took, line) = boot_vm(&vm_ns, dir.path(), &mut server);
+    eprintln!("proxy mode beside dnsmasq: QEMU power-on to test initramfs running: {took:?}");
+    check_cmdline(&line);
+    let log = server.log();
+    assert!(log.contains("outcome=\"proxy_offer\""), "{log}");
+    assert!(log.contains("outcome=\"script\""), "{log}");
+    assert!(
+        !log.contains("outcome=\"offer\""),
+        "proxy mode hands out no addresses: {log}"
+    );
+    assert!(
+        dnsmasq.log().contains("DHCPACK"),
+        "dnsmasq gave the address: {}",
+        dnsmasq.log()
+    );
 }

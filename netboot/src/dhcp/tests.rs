@@ -508,6 +508,7 @@ fn decisions() {
             Want {
                 yiaddr: Some("0.0.0.0"),
                 file: Some("http://10.0.0.1:8080/ipxe/52-54-00-00-00-01.ipxe"),
+                class: Some("PXEClient"),
                 ..Want::default()
             },
         ),
@@ -737,6 +738,30 @@ fn malformed_packets_are_dropped() {
     let mut m = good[..240].to_vec();
     m.extend_from_slice(&[53, 1]);
     cases.push(("option cut short", m));
+    for (name, opt) in [
+        (
+            "BLQ base time of 2 bytes (dhcproto debug-asserts 4)",
+            vec![152u8, 2, 0, 0],
+        ),
+        (
+            "BLQ status-code of 0 bytes (dhcproto underflows len - 1)",
+            vec![151, 0],
+        ),
+        (
+            "ClientFQDN of 1 byte (dhcproto underflows len - 3)",
+            vec![81, 1, 0],
+        ),
+        ("RapidCommit with data", vec![80, 1, 0]),
+        ("ClientNetworkInterface of 2 bytes", vec![94, 2, 1, 2]),
+        ("message type of 2 bytes", vec![53, 2, 1, 1]),
+        ("odd-length architecture list", vec![93, 3, 0, 0, 7]),
+    ] {
+        let mut m = good[..240].to_vec();
+        m.extend_from_slice(&[53, 1, 1]);
+        m.extend_from_slice(&opt);
+        m.push(255);
+        cases.push((name, m));
+    }
     for (name, bytes) in cases {
         let d = decide(
             &bytes,
@@ -747,11 +772,7 @@ fn malformed_packets_are_dropped() {
             0,
         );
         assert!(d.reply.is_none(), "{name}");
-        assert!(
-            matches!(d.outcome, Outcome::Malformed | Outcome::IgnoredUnknownMac),
-            "{name}: {:?}",
-            d.outcome
-        );
+        assert_eq!(d.outcome, Outcome::Malformed, "{name}: {}", d.detail);
     }
     // Oversized but well-formed options (255 bytes of a long option, unknown codes) are fine.
     let mut m = good[..good.len() - 1].to_vec(); // drop END
