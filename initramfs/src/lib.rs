@@ -101,6 +101,12 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading {path}")]
+    ExtraFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("adding to the archive")]
     Archive(#[from] newc::ArchiveError),
     #[error("compressing the archive")]
@@ -130,6 +136,38 @@ pub struct Options {
     /// zstd level, 1..=19 (22 with long windows is not used: the kernel's decompressor has to
     /// allocate the window at boot).
     pub compression_level: i32,
+    /// Other files to put in (a CA bundle, a test program...).
+    pub extra_files: Vec<ExtraFile>,
+}
+
+/// A file copied into the ramdisk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraFile {
+    pub source: PathBuf,
+    /// Path inside the ramdisk.
+    pub dest: String,
+    /// 0755 if the source is executable by its owner, else 0644 (nothing else of the source's
+    /// metadata is kept).
+    pub executable: bool,
+}
+
+impl ExtraFile {
+    /// Parses `SOURCE:DEST`; the mode comes from the source file's owner-execute bit.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let (src, dest) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("{spec:?}: expected SOURCE:DEST"))?;
+        if src.is_empty() || dest.is_empty() {
+            return Err(format!("{spec:?}: expected SOURCE:DEST"));
+        }
+        let meta = std::fs::metadata(src).map_err(|e| format!("{src}: {e}"))?;
+        Ok(ExtraFile {
+            source: src.into(),
+            dest: dest.to_owned(),
+            executable: meta.permissions().mode() & 0o100 != 0,
+        })
+    }
 }
 
 /// What a build put in, and what it could not.
@@ -295,6 +333,13 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
             }
         }
     }
+    for f in &opts.extra_files {
+        let data = read_file(&f.source).map_err(|source| BuildError::ExtraFile {
+            path: f.source.clone(),
+            source,
+        })?;
+        a.add_file(&f.dest, if f.executable { 0o755 } else { 0o644 }, data)?;
+    }
     report.entries = a.len();
     Ok((a, report))
 }
@@ -346,6 +391,7 @@ mod tests {
             max_firmware_size: DEFAULT_MAX_FIRMWARE_SIZE,
             mtime: 0,
             compression_level: 3,
+            extra_files: Vec::new(),
         }
     }
 
@@ -394,6 +440,37 @@ mod tests {
         assert_eq!(r.modules_missing, ["nope"]);
         assert_eq!(r.firmware, ["vendor/a.bin", "vendor/b.bin"]);
         assert_eq!(r.firmware_missing, ["vendor/absent.bin (b_core)"]);
+    }
+
+    #[test]
+    fn extra_files_keep_only_the_execute_bit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        let tool = dir.path().join("tool");
+        std::fs::write(&tool, b"x").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, b"pem").unwrap();
+        std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o600)).unwrap();
+        opts.extra_files = vec![
+            ExtraFile::parse(&format!("{}:/bin/tool", tool.display())).unwrap(),
+            ExtraFile::parse(&format!("{}:etc/ferrox/ca.pem", ca.display())).unwrap(),
+        ];
+        let (a, _) = build_archive(&opts).unwrap();
+        assert!(matches!(
+            a.get("bin/tool"),
+            Some(newc::Entry::File { mode: 0o755, .. })
+        ));
+        assert!(matches!(
+            a.get("etc/ferrox/ca.pem"),
+            Some(newc::Entry::File { mode: 0o644, .. })
+        ));
+        assert!(ExtraFile::parse("no-colon").is_err());
+        assert!(ExtraFile::parse("/does/not/exist:x").is_err());
+        // Clashing with the archive's own files is an error, not a silent overwrite.
+        opts.extra_files = vec![ExtraFile::parse(&format!("{}:init", ca.display())).unwrap()];
+        assert!(matches!(build_archive(&opts), Err(BuildError::Archive(_))));
     }
 
     #[test]

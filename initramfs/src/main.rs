@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use ferrox_mkinitramfs::{modules, Options, DEFAULT_MAX_FIRMWARE_SIZE, DEFAULT_MODULES};
+use ferrox_mkinitramfs::{modules, ExtraFile, Options, DEFAULT_MAX_FIRMWARE_SIZE, DEFAULT_MODULES};
 use serde::Deserialize;
 
 /// Builds Ferrox's ramdisk: a reproducible, zstd-compressed newc cpio with the static agent as
@@ -57,6 +57,11 @@ struct Config {
     /// needs them).
     #[arg(long = "remove-module", value_delimiter = ',', value_name = "NAME")]
     remove_modules: Vec<String>,
+
+    /// Also put the file SOURCE in the ramdisk at DEST (repeatable). Mode 0755 if SOURCE is
+    /// executable, else 0644.
+    #[arg(long = "add-file", value_name = "SOURCE:DEST")]
+    add_files: Vec<String>,
 
     /// Do not follow modules.softdep.
     #[arg(long)]
@@ -114,6 +119,9 @@ impl Config {
         let mut add = file.add_modules;
         add.append(&mut self.add_modules);
         self.add_modules = add;
+        let mut files = file.add_files;
+        files.append(&mut self.add_files);
+        self.add_files = files;
         let mut remove = file.remove_modules;
         remove.append(&mut self.remove_modules);
         self.remove_modules = remove;
@@ -211,6 +219,12 @@ fn run() -> Result<()> {
         max_firmware_size: cfg.max_firmware_size.unwrap_or(DEFAULT_MAX_FIRMWARE_SIZE),
         mtime: cfg.source_date_epoch.unwrap_or(0),
         compression_level: cfg.compression_level.unwrap_or(19),
+        extra_files: cfg
+            .add_files
+            .iter()
+            .map(|f| ExtraFile::parse(f))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--add-file {e}"))?,
     };
     let (data, report) = ferrox_mkinitramfs::build(&opts)
         .with_context(|| format!("building the ramdisk for kernel {}", opts.kernel_version))?;

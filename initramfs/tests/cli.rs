@@ -98,6 +98,31 @@ fn modules_flag_picks_newest_tree_and_writes_report() {
         &std::fs::read(f.p("out/initrd.img")).unwrap()[..4],
         b"\x28\xb5\x2f\xfd"
     );
+
+    let o = f.run(&[
+        "--modules",
+        "a",
+        "-o",
+        "extra.img",
+        "--add-file",
+        "firmware/vendor/a.bin:etc/x.bin",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cpio = zstd::decode_all(&std::fs::read(f.p("extra.img")).unwrap()[..]).unwrap();
+    let name = b"etc/x.bin\0";
+    assert!(
+        cpio.windows(name.len()).any(|w| w == name),
+        "etc/x.bin not in the archive"
+    );
+    let o = f.run(&[
+        "--modules",
+        "a",
+        "-o",
+        "bad.img",
+        "--add-file",
+        "missing:etc/y",
+    ]);
+    assert!(stderr(&o).contains("--add-file missing:"), "{}", stderr(&o));
 }
 
 #[test]

@@ -29,6 +29,7 @@ fn options(init: PathBuf, modules: &[&str]) -> Options {
         max_firmware_size: DEFAULT_MAX_FIRMWARE_SIZE,
         mtime: 0,
         compression_level: 19,
+        extra_files: Vec::new(),
     }
 }
 
@@ -142,28 +143,60 @@ fn run_qemu(args: &[String], timeout: Duration) -> String {
     format!("{out}\n[qemu stderr]\n{err}")
 }
 
-#[test]
-#[ignore = "needs linux-image-amd64 and qemu-system-x86 (hack/deps.sh); boots a VM (~10-30 s TCG)"]
-fn debian_kernel_boots_the_ramdisk_and_loads_its_modules() {
-    let dir = tempfile::tempdir().unwrap();
-    let init = build_test_init(dir.path());
-    let opts = options(init, DEFAULT_MODULES);
+/// A built ramdisk booted under QEMU: the serial console, with `\r` dropped.
+struct Boot {
+    console: String,
+}
+
+impl Boot {
+    fn lines(&self) -> Vec<&str> {
+        self.console
+            .lines()
+            .filter(|l| l.contains("FERROX-INIT"))
+            .collect()
+    }
+
+    fn has(&self, pred: impl Fn(&str) -> bool) -> bool {
+        self.console.lines().any(pred)
+    }
+
+    /// What the program run with ferrox_exec printed on stdout.
+    fn output(&self) -> &str {
+        let begin = self
+            .console
+            .find("FERROX-OUTPUT-BEGIN\n")
+            .expect("no output")
+            + 20;
+        let end = self.console[begin..]
+            .find("FERROX-OUTPUT-END")
+            .expect("no output end");
+        &self.console[begin..begin + end]
+    }
+}
+
+/// Builds a ramdisk with the test init and the default module set (plus `extra`), boots
+/// Debian's kernel with it under TCG with 256 MiB of RAM and the given QEMU device arguments;
+/// the init loads `load` (and dependencies) and runs `exec` (comma-separated argv).
+fn boot(
+    dir: &Path,
+    extra: Vec<ferrox_mkinitramfs::ExtraFile>,
+    load: &[&str],
+    exec: Option<&str>,
+    devices: &[String],
+) -> Boot {
+    let init = build_test_init(dir);
+    let mut opts = options(init, DEFAULT_MODULES);
+    opts.extra_files = extra;
     let kver = opts.kernel_version.clone();
     let kernel = PathBuf::from(format!("/boot/vmlinuz-{kver}"));
     assert!(kernel.is_file(), "{} missing", kernel.display());
     let (img, report) = ferrox_mkinitramfs::build(&opts).unwrap();
-    let initrd = dir.path().join("initrd.img");
+    let initrd = dir.join("initrd.img");
     std::fs::write(&initrd, img).unwrap();
-    let disk = dir.path().join("disk.raw");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
 
-    // What a coldplug would load for a virtio NIC and disk, plus VLAN support, in dependency
-    // order, as paths inside the ramdisk.
+    // What a coldplug would load, in dependency order, as paths inside the ramdisk.
     let tree = modules::ModuleTree::load(&opts.modules_root).unwrap();
-    let order = tree.load_order(&["virtio_pci", "virtio_net", "virtio_blk", "8021q"]);
+    let order = tree.load_order(load);
     for m in &order {
         assert!(report.modules.contains(m), "{m} not in the ramdisk");
     }
@@ -171,12 +204,14 @@ fn debian_kernel_boots_the_ramdisk_and_loads_its_modules() {
         .iter()
         .map(|m| modules::uncompressed_path(&tree.module(m).unwrap().path).to_owned())
         .collect();
-
-    let append = format!(
-        "console=ttyS0 panic=-1 loglevel=4 ferrox_load={}",
+    let mut append = format!(
+        "console=ttyS0 panic=-1 quiet ferrox_load={}",
         paths.join(",")
     );
-    let args: Vec<String> = [
+    if let Some(e) = exec {
+        append.push_str(&format!(" ferrox_exec={e}"));
+    }
+    let mut args: Vec<String> = [
         "-accel",
         "tcg",
         "-m",
@@ -189,61 +224,179 @@ fn debian_kernel_boots_the_ramdisk_and_loads_its_modules() {
         initrd.to_str().unwrap(),
         "-append",
         &append,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(devices.iter().cloned());
+    let console = run_qemu(&args, Duration::from_secs(180)).replace('\r', "");
+    let boot = Boot { console };
+    for l in boot.lines() {
+        eprintln!("{l}");
+    }
+    for p in &paths {
+        assert!(
+            boot.has(|l| l.ends_with(&format!("FERROX-INIT loaded {p}"))),
+            "{p} not loaded\n{}",
+            boot.console
+        );
+    }
+    boot
+}
+
+fn disk(dir: &Path, name: &str, size: u64) -> String {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+    format!("file={},if=none,id={name},format=raw", p.display())
+}
+
+#[test]
+#[ignore = "needs linux-image-amd64 and qemu-system-x86 (hack/deps.sh); boots a VM (~10-30 s TCG)"]
+fn debian_kernel_boots_the_ramdisk_and_loads_its_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices: Vec<String> = [
         "-netdev",
         "user,id=n0",
         "-device",
         "virtio-net-pci,netdev=n0,mac=52:54:00:fe:12:34",
         "-drive",
-        &format!("file={},if=none,id=d0,format=raw", disk.display()),
+        &disk(dir.path(), "d0", 64 << 20),
         "-device",
         "virtio-blk-pci,drive=d0,serial=ferrox-disk0",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let console = run_qemu(&args, Duration::from_secs(180));
-    let lines: Vec<&str> = console
-        .lines()
-        .filter(|l| l.contains("FERROX-INIT"))
-        .collect();
-    for l in &lines {
-        eprintln!("{l}");
-    }
-    let ctx = || format!("console:\n{console}");
+    let boot = boot(
+        dir.path(),
+        Vec::new(),
+        &["virtio_pci", "virtio_net", "virtio_blk", "8021q"],
+        None,
+        &devices,
+    );
+    let ctx = || format!("console:\n{}", boot.console);
     assert!(
-        lines.iter().any(|l| l.contains("FERROX-INIT start pid=1")),
+        boot.has(|l| l.contains("FERROX-INIT start pid=1")),
         "{}",
         ctx()
     );
-    for p in &paths {
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.ends_with(&format!("FERROX-INIT loaded {p}"))),
-            "{p} not loaded\n{}",
-            ctx()
-        );
-    }
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("FERROX-INIT net ") && l.ends_with("52:54:00:fe:12:34")),
+        boot.has(|l| l.contains("FERROX-INIT net ") && l.ends_with("52:54:00:fe:12:34")),
         "no virtio NIC\n{}",
         ctx()
     );
     // 64 MiB = 131072 sectors.
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("FERROX-INIT block vda 131072")),
+        boot.has(|l| l.contains("FERROX-INIT block vda 131072")),
         "no virtio disk\n{}",
         ctx()
     );
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("FERROX-INIT done failed=0")),
+        boot.has(|l| l.contains("FERROX-INIT done failed=0")),
         "{}",
         ctx()
     );
+}
+
+/// The static agent (hack/build-static-agent.sh, cached) runs `inspect` inside the booted
+/// ramdisk, with no libc in it, and reports exactly the VM's NICs and disks.
+#[test]
+#[ignore = "needs root, linux-image-amd64, qemu-system-x86 and the static agent build (hack/build-static-agent.sh runs, cached)"]
+fn static_agent_inspects_the_vm_from_the_ramdisk() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = Command::new("bash")
+        .arg(repo.join("hack/build-static-agent.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "hack/build-static-agent.sh failed");
+    let agent = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let devices: Vec<String> = [
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        "virtio-net-pci,netdev=n0,mac=52:54:00:fe:00:01",
+        "-netdev",
+        "user,id=n1",
+        "-device",
+        "e1000,netdev=n1,mac=52:54:00:fe:00:02",
+        "-drive",
+        &disk(dir.path(), "vd", 64 << 20),
+        "-device",
+        "virtio-blk-pci,drive=vd,serial=ferrox-vd0",
+        "-drive",
+        &disk(dir.path(), "nv", 128 << 20),
+        "-device",
+        "nvme,drive=nv,serial=FERROXNVME01",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let extra = vec![ferrox_mkinitramfs::ExtraFile {
+        source: agent.into(),
+        dest: "bin/ferrox-agent".into(),
+        executable: true,
+    }];
+    let boot = boot(
+        dir.path(),
+        extra,
+        &["virtio_pci", "virtio_net", "virtio_blk", "e1000", "nvme"],
+        Some("/bin/ferrox-agent,inspect"),
+        &devices,
+    );
+    assert!(
+        boot.has(|l| l.contains("FERROX-INIT exec status=0")),
+        "inspect failed\n{}",
+        boot.console
+    );
+    let inv: serde_json::Value = serde_json::from_str(boot.output())
+        .unwrap_or_else(|e| panic!("inventory is not JSON ({e})\n{}", boot.console));
+    let macs: Vec<&str> = inv["nics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["mac"].as_str())
+        .collect();
+    for mac in ["52:54:00:fe:00:01", "52:54:00:fe:00:02"] {
+        assert!(macs.contains(&mac), "{mac} not in {macs:?}");
+    }
+    // (kernel name, size, serial): metal3's `name` is a /dev/disk/by-path link when the agent
+    // can synthesise one, so the kernel name is looked for among all the names.
+    let disks: Vec<(String, i64, String)> = inv["storage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let mut names = vec![d["name"].as_str().unwrap_or("").to_owned()];
+            names.extend(
+                d["alternateNames"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str().map(str::to_owned)),
+            );
+            let kname = names
+                .iter()
+                .find(|n| n.starts_with("/dev/") && n.matches('/').count() == 2)
+                .cloned()
+                .unwrap_or_else(|| names.join("|"));
+            (
+                kname,
+                d["sizeBytes"].as_i64().unwrap_or(-1),
+                d["serialNumber"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    eprintln!("disks: {disks:?}");
+    assert!(
+        disks.contains(&("/dev/vda".into(), 64 << 20, "ferrox-vd0".into())),
+        "{disks:?}"
+    );
+    assert!(
+        disks.contains(&("/dev/nvme0n1".into(), 128 << 20, "FERROXNVME01".into())),
+        "{disks:?}"
+    );
+    assert_eq!(disks.len(), 2, "{disks:?}");
 }
