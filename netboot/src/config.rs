@@ -54,6 +54,12 @@ pub struct Config {
     #[arg(long, default_value_t = 3600)]
     pub lease_time: u32,
 
+    /// Answer IPv6 router solicitations with "no router, no prefixes, M=O=0", so iPXE's IPv6
+    /// configuration ends at once instead of timing out (~15 s per boot on IPv4-only
+    /// networks). `auto`: in full mode only (in proxy mode the network has its own routers).
+    #[arg(long, value_enum, default_value_t = Toggle::Auto)]
+    pub ipv6_ra: Toggle,
+
     /// Serve DHCP only on this interface (SO_BINDTODEVICE); default: every interface.
     #[arg(long)]
     pub interface: Option<String>,
@@ -229,6 +235,29 @@ pub enum Mode {
     Full,
     /// Boot information only, beside another DHCP server.
     Proxy,
+}
+
+/// On, off, or decided by the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    /// Decided by the mode.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl Config {
+    /// Whether router advertisements are answered.
+    pub fn ipv6_ra_enabled(&self) -> bool {
+        match self.ipv6_ra {
+            Toggle::Auto => self.mode == Mode::Full,
+            Toggle::On => true,
+            Toggle::Off => false,
+        }
+    }
 }
 
 /// What to do with MACs the hosts file does not know.

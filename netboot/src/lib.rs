@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod http;
 pub mod ipxe;
 pub mod metrics;
+pub mod ra;
 pub mod ratelimit;
 pub mod tftp;
 pub mod udp;
@@ -98,6 +99,8 @@ pub struct Sockets {
     pub tftp: Option<UdpSocket>,
     /// HTTP.
     pub http: Option<TcpListener>,
+    /// ICMPv6 for router advertisements, and the interfaces it listens on.
+    pub ra: Option<(socket2::Socket, Vec<String>)>,
 }
 
 impl Sockets {
@@ -127,11 +130,26 @@ impl Sockets {
         let http = TcpListener::bind((any, cfg.http_port))
             .await
             .map_err(|e| with("HTTP", cfg.http_port, e))?;
+        let ra = match (cfg.ipv6_ra_enabled(), ra::bind(dev)) {
+            (false, _) => None,
+            (true, Ok(r)) => Some(r),
+            (true, Err(e)) if cfg.ipv6_ra == config::Toggle::On => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("opening the ICMPv6 socket for --ipv6-ra: {e}"),
+                ))
+            }
+            (true, Err(e)) => {
+                tracing::warn!(error = %e, "no IPv6 router advertisements (iPXE will wait for IPv6 configuration)");
+                None
+            }
+        };
         Ok(Sockets {
             dhcp: Some(dhcp),
             pxe,
             tftp,
             http: Some(http),
+            ra,
         })
     }
 }
@@ -164,6 +182,9 @@ pub async fn serve(
     }
     if let Some(l) = sockets.http {
         set.spawn(http::serve(ctx.clone(), l, token.clone()));
+    }
+    if let Some((s, _)) = sockets.ra {
+        set.spawn(ra::serve(ctx.clone(), s, token.clone()));
     }
     let mut result = Ok(());
     while let Some(r) = set.join_next().await {

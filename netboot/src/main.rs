@@ -112,6 +112,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         http = cfg.http_port,
         "listening"
     );
+    match &sockets.ra {
+        Some((_, ifs)) => {
+            info!(interfaces = ?ifs, "answering IPv6 router solicitations (no router, no prefixes)")
+        }
+        None => info!("not answering IPv6 router solicitations"),
+    }
     for (name, size) in files.list() {
         info!(
             file = name,
