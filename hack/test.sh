@@ -12,5 +12,7 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== tests (including the root/loop-device ones)"
+echo "== the ramdisk (static agent + initramfs for Debian's kernel; cached) for the boot tests"
+hack/build-initramfs.sh >/dev/null
+echo "== tests (including the root/loop-device/netns/QEMU ones)"
 cargo test --workspace --locked -- --include-ignored

@@ -27,7 +27,8 @@ pub fn say(msg: &str) {
     let line = format!("ferrox-agent: {msg}");
     eprintln!("[{:9.3}] {line}", uptime());
     if let Ok(mut k) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = k.write_all(format!("<5>{line}\n").as_bytes());
+        // Level 7 (debug): kept in the kernel log, not printed on the console a second time.
+        let _ = k.write_all(format!("<7>{line}\n").as_bytes());
     }
 }
 

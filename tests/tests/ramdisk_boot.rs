@@ -1,0 +1,372 @@
+//! The ramdisk booted for real: Debian's kernel and the initramfs hack/build-initramfs.sh
+//! makes (the static agent as PID 1), under QEMU (TCG), in a network namespace this test
+//! creates with a bridge, dnsmasq as the DHCP server and a stand-in for the controller that
+//! records the agent's hello. Needs root; hack/test.sh builds the ramdisk first and runs these.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The kernel and ramdisk: `FERROX_KERNEL`/`FERROX_INITRAMFS`, else what
+/// hack/build-initramfs.sh left in target/initramfs/.
+fn artifacts() -> (PathBuf, PathBuf) {
+    if let (Ok(k), Ok(i)) = (
+        std::env::var("FERROX_KERNEL"),
+        std::env::var("FERROX_INITRAMFS"),
+    ) {
+        return (k.into(), i.into());
+    }
+    let dir = workspace().join("target/initramfs");
+    let find = |prefix: &str, suffix: &str| {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with(prefix) && n.ends_with(suffix)
+            })
+            .collect();
+        v.sort();
+        v.pop().unwrap_or_else(|| {
+            panic!(
+                "no {prefix}*{suffix} in {}: run hack/build-initramfs.sh (hack/test.sh does)",
+                dir.display()
+            )
+        })
+    };
+    (find("vmlinuz-", ""), find("ferrox-", ".img"))
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with a bridge at 10.79.N.1/24 and two taps on it; optional dnsmasq and
+/// a controller stand-in. Processes killed by PID and the namespace deleted on drop.
+struct Lab {
+    ns: String,
+    net: u8,
+    dir: tempfile::TempDir,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn new(net: u8, dhcp: bool) -> Lab {
+        let ns = format!("fxrd{}n{net}", std::process::id() % 100_000);
+        ip(&["netns", "add", &ns]);
+        let mut lab = Lab {
+            ns,
+            net,
+            dir: tempfile::tempdir().unwrap(),
+            children: Vec::new(),
+        };
+        let ns = lab.ns.clone();
+        let gw = format!("10.79.{net}.1/24");
+        ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &ns, "addr", "add", &gw, "dev", "br0"]);
+        ip(&["-n", &ns, "link", "set", "br0", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        for tap in ["tap0", "tap1"] {
+            ip(&["-n", &ns, "tuntap", "add", tap, "mode", "tap"]);
+            ip(&["-n", &ns, "link", "set", tap, "master", "br0"]);
+            ip(&["-n", &ns, "link", "set", tap, "up"]);
+        }
+        if dhcp {
+            let range = format!("--dhcp-range=10.79.{net}.50,10.79.{net}.99,255.255.255.0,10m");
+            let router = format!("--dhcp-option=3,10.79.{net}.1");
+            lab.spawn(&[
+                "dnsmasq",
+                "--no-daemon",
+                "--port=0",
+                "--interface=br0",
+                "--bind-interfaces",
+                "--no-ping",
+                "--leasefile-ro",
+                &range,
+                &router,
+            ]);
+        }
+        let listener = lab.dir.path().join("listen.py");
+        std::fs::write(&listener, LISTENER).unwrap();
+        let hello = lab.dir.path().join("hello.json");
+        let addr = format!("10.79.{net}.1");
+        lab.spawn(&[
+            "python3",
+            listener.to_str().unwrap(),
+            &addr,
+            "8089",
+            hello.to_str().unwrap(),
+        ]);
+        std::thread::sleep(Duration::from_millis(500));
+        lab
+    }
+
+    fn spawn(&mut self, argv: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+    }
+
+    fn controller(&self) -> String {
+        format!("http://10.79.{}.1:8089", self.net)
+    }
+
+    /// Boots the VM with `append` and `devices`; returns when `done(console)` holds (or after
+    /// `limit`), with the console text and the hello, if one came.
+    fn boot(
+        &self,
+        append: &str,
+        devices: &[&str],
+        limit: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> (String, Option<Value>) {
+        let (kernel, initrd) = artifacts();
+        let serial = self.dir.path().join("serial.log");
+        let mut qemu = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-m",
+                "256",
+                "-nographic",
+                "-no-reboot",
+                "-nodefaults",
+                "-serial",
+            ])
+            .arg(format!("file:{}", serial.display()))
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .arg("-append")
+            .arg(format!("console=ttyS0 {append}"))
+            .args(devices)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let hello_path = self.dir.path().join("hello.json");
+        let start = Instant::now();
+        let console = loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let console =
+                String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+            if done(&console) || start.elapsed() > limit {
+                break console;
+            }
+        };
+        let _ = qemu.kill();
+        let _ = qemu.wait();
+        let hello = std::fs::read(&hello_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        (console, hello)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// The controller stand-in: records the body of the first POST and answers 204.
+const LISTENER: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        if self.path == '/v1/agent/hello':
+            open(sys.argv[3] + '.tmp', 'wb').write(body)
+            import os; os.rename(sys.argv[3] + '.tmp', sys.argv[3])
+            self.send_response(204)
+        else:
+            self.send_response(404)
+        self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+fn disk(dir: &Path, name: &str, size: u64) -> String {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+#[ignore = "needs root, QEMU and the built ramdisk"]
+fn ramdisk_boots_and_reports_exactly_the_vms_hardware() {
+    let lab = Lab::new(1, true);
+    let d = lab.dir.path();
+    let (vblk, nvme, sata) = (
+        disk(d, "vblk.img", 1 << 30),
+        disk(d, "nvme.img", 2 << 30),
+        disk(d, "sata.img", 3 << 30),
+    );
+    let devices: Vec<String> = vec![
+        "-netdev".into(),
+        "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0,mac=52:54:00:fe:01:01".into(),
+        "-netdev".into(),
+        "tap,id=n1,ifname=tap1,script=no,downscript=no".into(),
+        "-device".into(),
+        "e1000,netdev=n1,mac=52:54:00:fe:01:02".into(),
+        "-drive".into(),
+        format!("file={vblk},if=none,id=d0,format=raw"),
+        "-device".into(),
+        "virtio-blk-pci,drive=d0,serial=FX-VBLK-1".into(),
+        "-drive".into(),
+        format!("file={nvme},if=none,id=d1,format=raw"),
+        "-device".into(),
+        "nvme,drive=d1,serial=FX-NVME-2".into(),
+        "-device".into(),
+        "ich9-ahci,id=ahci".into(),
+        "-drive".into(),
+        format!("file={sata},if=none,id=d2,format=raw"),
+        "-device".into(),
+        "ide-hd,drive=d2,bus=ahci.0,serial=FX-SATA-3".into(),
+    ];
+    let devices: Vec<&str> = devices.iter().map(String::as_str).collect();
+    // BOOTIF names the e1000, not the first NIC: the agent must take that one.
+    let append = format!(
+        "BOOTIF=01-52-54-00-fe-01-02 ferrox.controller={} ferrox.token=t0k3n",
+        lab.controller()
+    );
+    let (console, hello) = lab.boot(&append, &devices, Duration::from_secs(150), |c| {
+        c.contains("waiting for commands") || c.contains("FATAL")
+    });
+    let agent_lines: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("ferrox-agent:"))
+        .collect();
+    let hello = hello.unwrap_or_else(|| panic!("no hello; console:\n{}", agent_lines.join("\n")));
+    assert_eq!(
+        hello["mac"],
+        "52:54:00:fe:01:02",
+        "{}",
+        agent_lines.join("\n")
+    );
+    assert_eq!(hello["token"], "t0k3n");
+    assert!(hello["address"].as_str().unwrap().starts_with("10.79.1."));
+    let hw = &hello["inventory"]["hardware"];
+    let mut disks: Vec<(String, u64)> = hw["storage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["serialNumber"].as_str().unwrap_or("").to_string(),
+                s["sizeBytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    disks.sort();
+    assert_eq!(
+        disks,
+        [
+            ("FX-NVME-2".to_string(), 2 << 30),
+            ("FX-SATA-3".to_string(), 3 << 30),
+            ("FX-VBLK-1".to_string(), 1 << 30)
+        ],
+        "{hw}"
+    );
+    let mut macs: Vec<&str> = hw["nics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["mac"].as_str())
+        .collect();
+    macs.sort();
+    macs.dedup();
+    assert_eq!(macs, ["52:54:00:fe:01:01", "52:54:00:fe:01:02"], "{hw}");
+    let ready = hello["readyAfterSeconds"].as_f64().unwrap();
+    println!("ramdisk: ready {ready:.2} s after kernel start (guest clock, TCG)");
+    for l in agent_lines {
+        println!("{l}");
+    }
+}
+
+#[test]
+#[ignore = "needs root, QEMU and the built ramdisk"]
+fn no_dhcp_answer_is_reported_and_retried() {
+    let lab = Lab::new(2, false);
+    let devices = [
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=n0,mac=52:54:00:fe:02:01",
+    ];
+    let append = format!("ferrox.controller={}", lab.controller());
+    let (console, hello) = lab.boot(&append, &devices, Duration::from_secs(120), |c| {
+        c.contains("retrying in")
+    });
+    assert!(hello.is_none());
+    assert!(
+        console.contains("FATAL: DHCP on eth0: no OFFER from any server after 4 attempts"),
+        "{console}"
+    );
+    assert!(console.contains("retrying in 2 s"), "{console}");
+    assert!(!console.contains("Kernel panic"), "{console}");
+}
+
+#[test]
+#[ignore = "needs root, QEMU and the built ramdisk"]
+fn garbage_on_the_kernel_command_line_is_named_and_nothing_panics() {
+    let lab = Lab::new(3, true);
+    let devices = [
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=n0,mac=52:54:00:fe:03:01",
+    ];
+    let append = "ferrox.vlan=abc ferrox.controller=ftp://x BOOTIF=zz \u{1}\u{7f}garbage=";
+    let (console, hello) = lab.boot(append, &devices, Duration::from_secs(90), |c| {
+        c.contains("retrying in")
+    });
+    assert!(hello.is_none());
+    for want in [
+        "ERROR: kernel command line: ferrox.vlan=abc: expected a VLAN id 1..4094",
+        "ERROR: kernel command line: ferrox.controller=ftp://x: expected an http:// or https:// URL",
+        "ERROR: kernel command line: BOOTIF=zz: expected 01-aa-bb-cc-dd-ee-ff",
+        "FATAL: 3 bad parameter(s) on the kernel command line",
+        "retrying in 2 s",
+    ] {
+        assert!(console.contains(want), "missing {want:?} in:\n{console}");
+    }
+    assert!(
+        !console.contains("Kernel panic") && !console.contains("PANIC"),
+        "{console}"
+    );
+}
