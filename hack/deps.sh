@@ -13,7 +13,7 @@ PKGS=(
   # measuring
   time psmisc
   # netboot: the iPXE binaries it serves, real DHCP/TFTP clients, the NIC ROMs VMs PXE-boot with
-  ipxe busybox-static isc-dhcp-client isc-dhcp-relay tftp-hpa atftp ipxe-qemu dnsmasq-base
+  ipxe busybox-static isc-dhcp-client isc-dhcp-relay tftp-hpa atftp ipxe-qemu ovmf dnsmasq-base
   # the ramdisk: static agent build (hack/build-static-agent.sh), a kernel and its modules to
   # build from, the real cpio to check the archive with, QEMU to boot it
   dpkg-dev make file cpio kmod linux-image-amd64 qemu-system-x86

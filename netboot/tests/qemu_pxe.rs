@@ -96,17 +96,34 @@ fn netboot(ns: &Ns, dir: &Path, extra: &[&str]) -> Proc {
 /// Powers on a BIOS VM with an e1000 (its iPXE ROM) on `ns`'s tap0 and waits for the marker.
 /// Returns the time from power-on and the marker line.
 fn boot_vm(ns: &Ns, dir: &Path, server: &mut Proc) -> (Duration, String) {
+    let nic = format!("e1000,netdev=n0,mac={KNOWN_MAC}");
+    boot_vm_with(
+        ns,
+        dir,
+        server,
+        &["-device", &nic],
+        Duration::from_secs(150),
+    )
+}
+
+/// [`boot_vm`] with other firmware/NIC arguments and deadline.
+fn boot_vm_with(
+    ns: &Ns,
+    dir: &Path,
+    server: &mut Proc,
+    extra: &[&str],
+    deadline: Duration,
+) -> (Duration, String) {
     let serial = dir.join("serial.log");
     let mut qemu = ns.cmd("qemu-system-x86_64");
     qemu.args(["-machine", "pc", "-accel", "tcg", "-m", "512", "-smp", "1"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-serial", &format!("file:{}", serial.display())])
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-        .args(["-device", &format!("e1000,netdev=n0,mac={KNOWN_MAC}")])
+        .args(extra)
         .args(["-boot", "n"]);
     let started = Instant::now();
     let mut vm = Proc::spawn(qemu, &dir.join("qemu.log"));
-    let deadline = Duration::from_secs(150);
     loop {
         let s = fs::read_to_string(&serial).unwrap_or_default();
         if let Some(line) = s.lines().find(|l| l.contains(MARKER)) {
@@ -218,4 +235,42 @@ fn qemu_bios_pxe_boots_through_proxy_mode_beside_dnsmasq() {
         "dnsmasq gave the address: {}",
         dnsmasq.log()
     );
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn qemu_uefi_firmware_pxe_fetches_ipxe_efi_by_tftp() {
+    // OVMF's own virtio-net driver and PXE (the NIC's option ROM disabled): DHCP with arch 7,
+    // ipxe.efi over TFTP, then iPXE's own DHCP, the script over HTTP, the kernel as an EFI stub.
+    let ovmf = ["/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF_CODE.fd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("OVMF (apt-get install ovmf)");
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Ns::new("uefi");
+    bridge_with_tap(&ns);
+    ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "br0"]);
+    let mut server = netboot(&ns, dir.path(), &["--pool", POOL]);
+    let nic = format!("virtio-net-pci,netdev=n0,mac={KNOWN_MAC},romfile=");
+    let (took, line) = boot_vm_with(
+        &ns,
+        dir.path(),
+        &mut server,
+        &["-bios", ovmf, "-device", &nic],
+        Duration::from_secs(240),
+    );
+    eprintln!(
+        "UEFI (OVMF PXE -> TFTP ipxe.efi): QEMU power-on to test initramfs running: {took:?}"
+    );
+    check_cmdline(&line);
+    let log = server.log();
+    for want in [
+        "detail=10.77.0.50",
+        "file=ipxe.efi",
+        "outcome=\"sent\"",
+        "outcome=\"script\"",
+        "outcome=\"initramfs\"",
+    ] {
+        assert!(log.contains(want), "{want} not in the server log:\n{log}");
+    }
 }

@@ -115,6 +115,10 @@ pub async fn serve(
                     ctx.metrics.inc("tftp", "sent");
                     info!(peer = %peer, file = %name, bytes = data.len(), blksize = n.blksize, windowsize = n.windowsize, ms, outcome = "sent", "tftp transfer");
                 }
+                Err(e @ TransferError::AbortedAfterOack(_)) => {
+                    ctx.metrics.inc("tftp", e.label());
+                    info!(peer = %peer, file = %name, ms, outcome = e.label(), "tftp transfer ended after the OACK (size probe)");
+                }
                 Err(e) => {
                     ctx.metrics.inc("tftp", e.label());
                     warn!(peer = %peer, file = %name, ms, outcome = e.label(), error = %e, "tftp transfer failed");
@@ -136,6 +140,9 @@ pub enum TransferError {
     /// The client sent an ERROR.
     #[error("client aborted: {0}")]
     ClientError(String),
+    /// The client ended the transfer after the OACK (UEFI firmware's tsize probe).
+    #[error("client stopped after the option acknowledgment: {0}")]
+    AbortedAfterOack(String),
     /// Socket failure.
     #[error("socket")]
     Io(#[from] io::Error),
@@ -149,6 +156,7 @@ impl TransferError {
         match self {
             TransferError::Timeout(_) => "timeout",
             TransferError::ClientError(_) => "client_error",
+            TransferError::AbortedAfterOack(_) => "size_probe",
             TransferError::Io(_) => "io_error",
             TransferError::Cancelled => "cancelled",
         }
@@ -212,7 +220,12 @@ pub async fn transfer(
         let mut tries = 0;
         loop {
             sock.send(&pkt).await?;
-            match wait(&sock, timeout).await? {
+            // UEFI firmware asks for tsize alone, then aborts: that is a size probe.
+            let acked = wait(&sock, timeout).await.map_err(|e| match e {
+                TransferError::ClientError(m) => TransferError::AbortedAfterOack(m),
+                e => e,
+            })?;
+            match acked {
                 Some(0) => break,
                 Some(_) => {}
                 None => {
