@@ -328,7 +328,11 @@ mod tests {
         assert!(pos("nvme-core") < pos("nvme"));
         let unique: BTreeSet<_> = order.iter().collect();
         assert_eq!(unique.len(), order.len(), "{order:?}");
-        assert_eq!(order.len(), 10, "3 for virtio_net, 5 for 8021q, 2 for nvme: {order:?}");
+        assert_eq!(
+            order.len(),
+            10,
+            "3 for virtio_net, 5 for 8021q, 2 for nvme: {order:?}"
+        );
     }
 
     #[test]
