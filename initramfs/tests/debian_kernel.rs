@@ -109,8 +109,10 @@ fn build_test_init(dir: &Path) -> PathBuf {
     out
 }
 
-/// Runs QEMU until it exits or `timeout`, returning the serial console output.
-fn run_qemu(args: &[String], timeout: Duration) -> String {
+/// Runs QEMU until it exits, `until` holds for the console output so far, or `timeout`;
+/// returns the serial console output.
+fn run_qemu(args: &[String], timeout: Duration, until: impl Fn(&str) -> bool) -> String {
+    use std::sync::{Arc, Mutex};
     let mut child = Command::new("qemu-system-x86_64")
         .args(args)
         .stdin(Stdio::null())
@@ -119,17 +121,24 @@ fn run_qemu(args: &[String], timeout: Duration) -> String {
         .spawn()
         .expect("qemu-system-x86_64 (qemu-system-x86, hack/deps.sh)");
     let mut stdout = child.stdout.take().unwrap();
+    let console = Arc::new(Mutex::new(Vec::new()));
+    let sink = console.clone();
     let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
     });
     let start = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        if start.elapsed() > timeout {
+        let done = until(&String::from_utf8_lossy(&console.lock().unwrap()));
+        if done || start.elapsed() > timeout {
             // Our own child, by handle.
             let _ = child.kill();
             let _ = child.wait();
@@ -137,9 +146,10 @@ fn run_qemu(args: &[String], timeout: Duration) -> String {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    reader.join().unwrap();
     let mut err = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    let out = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
     format!("{out}\n[qemu stderr]\n{err}")
 }
 
@@ -229,7 +239,7 @@ fn boot(
     .map(|s| s.to_string())
     .collect();
     args.extend(devices.iter().cloned());
-    let console = run_qemu(&args, Duration::from_secs(180)).replace('\r', "");
+    let console = run_qemu(&args, Duration::from_secs(180), |_| false).replace('\r', "");
     let boot = Boot { console };
     for l in boot.lines() {
         eprintln!("{l}");
@@ -399,4 +409,82 @@ fn static_agent_inspects_the_vm_from_the_ramdisk() {
         "{disks:?}"
     );
     assert_eq!(disks.len(), 2, "{disks:?}");
+}
+
+/// The real thing: the static agent as /init of the default ramdisk. It must coldplug the
+/// virtio NIC and disk from the ramdisk's modules.alias/modules.dep, get an address from
+/// QEMU's user-mode DHCP server and say it is ready (it then retries the controller, which
+/// does not exist here, so the VM is stopped once the agent is ready).
+#[test]
+#[ignore = "needs root, linux-image-amd64, qemu-system-x86 and the static agent build (hack/build-static-agent.sh runs, cached)"]
+fn static_agent_as_init_coldplugs_and_gets_an_address() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = Command::new("bash")
+        .arg(repo.join("hack/build-static-agent.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "hack/build-static-agent.sh failed");
+    let agent = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(agent, DEFAULT_MODULES);
+    let kernel = format!("/boot/vmlinuz-{}", opts.kernel_version);
+    let (img, _) = ferrox_mkinitramfs::build(&opts).unwrap();
+    let initrd = dir.path().join("initrd.img");
+    std::fs::write(&initrd, img).unwrap();
+    let mac = "52:54:00:fe:00:07";
+    let append = format!(
+        "console=ttyS0 panic=-1 quiet BOOTIF=01-{} ferrox.controller=http://10.0.2.2:9/ \
+         ferrox.token=test ferrox.ca=sha256:{}",
+        mac.replace(':', "-"),
+        "0".repeat(64)
+    );
+    let args: Vec<String> = [
+        "-accel",
+        "tcg",
+        "-m",
+        "256",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        &kernel,
+        "-initrd",
+        initrd.to_str().unwrap(),
+        "-append",
+        &append,
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        &format!("virtio-net-pci,netdev=n0,mac={mac}"),
+        "-drive",
+        &disk(dir.path(), "vd", 64 << 20),
+        "-device",
+        "virtio-blk-pci,drive=vd,serial=ferrox-vd0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ready = |c: &str| {
+        c.lines()
+            .any(|l| l.contains("ferrox-agent") && l.contains("ready"))
+    };
+    let console = run_qemu(&args, Duration::from_secs(180), ready).replace('\r', "");
+    for l in console.lines().filter(|l| l.contains("ferrox-agent")) {
+        eprintln!("{l}");
+    }
+    assert!(ready(&console), "the agent never got ready\n{console}");
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("coldplug") && l.contains("virtio_net")),
+        "virtio_net not coldplugged\n{console}"
+    );
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains(mac) && l.contains("10.0.2.15")),
+        "no DHCP address on {mac}\n{console}"
+    );
+    assert!(!console.contains("Kernel panic"), "{console}");
 }
