@@ -170,9 +170,43 @@ pub enum ConfigError {
 impl Config {
     /// Parses the command line, then `--config` if given, and checks the result.
     pub fn load() -> Result<Config, ConfigError> {
-        let cli = Config::parse();
+        Self::load_from(std::env::args_os())
+    }
+
+    /// [`Config::load`] from the given arguments (the first is the program name). `--help`
+    /// and argument errors exit the process, as clap does.
+    pub fn load_from<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = Config::command();
+        let args_ids: Vec<String> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        let matches = cmd.get_matches_from(args);
+        let cli =
+            Config::from_arg_matches(&matches).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let cfg = match &cli.config {
             Some(path) => {
+                let given: Vec<String> = matches
+                    .ids()
+                    .map(|id| id.as_str())
+                    .filter(|id| *id != "config" && args_ids.iter().any(|a| a == id))
+                    .filter(|id| {
+                        matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+                    })
+                    .map(|id| format!("--{}", id.replace('_', "-")))
+                    .collect();
+                if !given.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "--config {} cannot be combined with {}: put them in the file",
+                        path.display(),
+                        given.join(", ")
+                    )));
+                }
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
@@ -406,6 +440,42 @@ mod tests {
         assert_eq!(c.uefi_binary, "ipxe.efi");
         assert_eq!(c.pools.len(), 1);
         assert!(serde_yaml::from_str::<Config>("mdoe: full\n").is_err());
+    }
+
+    #[test]
+    fn config_file_replaces_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("netboot.yaml");
+        std::fs::write(&f, "mode: proxy\nhttp_port: 9090\nipv6_ra: on\n").unwrap();
+        let c = Config::load_from(["ferrox-netboot", "--config", f.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            (c.mode, c.http_port, c.ipv6_ra),
+            (Mode::Proxy, 9090, Toggle::On)
+        );
+        let e = Config::load_from([
+            "ferrox-netboot",
+            "--config",
+            f.to_str().unwrap(),
+            "--http-port",
+            "1",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("--http-port"), "{e}");
+        let c = Config::load_from([
+            "ferrox-netboot",
+            "--pool",
+            "10.0.0.0/24,10.0.0.10-10.0.0.20",
+            "--dns",
+            "1.1.1.1",
+            "--dns",
+            "8.8.8.8",
+        ])
+        .unwrap();
+        assert_eq!(c.dns.len(), 2);
+        assert!(
+            Config::load_from(["ferrox-netboot"]).is_err(),
+            "full mode needs a pool"
+        );
     }
 
     #[test]
