@@ -284,3 +284,189 @@ fn side_by_side_with_dnsmasq() {
 fn srv_name(ns: &Ns) -> String {
     ns.name.clone()
 }
+
+/// One simulated client's boot: DORA (broadcast replies, shared port 68), undionly.kpxe by
+/// TFTP (blksize 1468, lock-step, from the client namespace's address), its iPXE script by
+/// HTTP. Returns the bytes fetched.
+fn boot_one(sock: &std::net::UdpSocket, i: u32) -> Result<(usize, usize), String> {
+    use std::io::{Read, Write};
+    let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    let mac = [0x02, 0x43, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+    let xid = 0x4000_0000 | i;
+    let mut buf = [0u8; 1600];
+    let mut offer = None;
+    'dora: for _try in 0..3 {
+        let (t, req) = match offer {
+            None => (MessageType::Discover, None),
+            Some(o) => (MessageType::Request, Some(o)),
+        };
+        sock.send_to(&packet(xid, mac, t, req), to)
+            .map_err(|e| e.to_string())?;
+        let sent = Instant::now();
+        while sent.elapsed() < Duration::from_secs(2) {
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n])) else {
+                continue;
+            };
+            if m.xid() != xid {
+                continue;
+            }
+            match m.opts().msg_type() {
+                Some(MessageType::Offer) if offer.is_none() => {
+                    let Some(DhcpOption::ServerIdentifier(s)) =
+                        m.opts().get(OptionCode::ServerIdentifier)
+                    else {
+                        continue;
+                    };
+                    offer = Some((m.yiaddr(), *s));
+                    sock.send_to(&packet(xid, mac, MessageType::Request, offer), to)
+                        .map_err(|e| e.to_string())?;
+                }
+                Some(MessageType::Ack) if offer.is_some() => break 'dora,
+                Some(MessageType::Nak) => return Err("NAK".into()),
+                _ => {}
+            }
+        }
+        if _try == 2 {
+            return Err("no DHCP answer".into());
+        }
+    }
+    // TFTP.
+    let t = std::net::UdpSocket::bind("10.77.0.2:0").map_err(|e| e.to_string())?;
+    t.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut rrq = b"\x00\x01undionly.kpxe\x00octet\x00blksize\x001468\x00".to_vec();
+    t.send_to(&rrq, "10.77.0.1:69").map_err(|e| e.to_string())?;
+    rrq.clear();
+    let mut got = 0usize;
+    let mut expect: u16 = 1;
+    let mut tries = 0;
+    loop {
+        let (n, from) = match t.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(_) if tries < 5 => {
+                tries += 1;
+                continue;
+            }
+            Err(e) => return Err(format!("tftp: {e}")),
+        };
+        match &buf[..n] {
+            [0, 6, ..] => {
+                t.send_to(&[0, 4, 0, 0], from).unwrap();
+            }
+            [0, 3, hi, lo, data @ ..] => {
+                let b = u16::from_be_bytes([*hi, *lo]);
+                if b == expect {
+                    got += data.len();
+                    expect = expect.wrapping_add(1);
+                }
+                t.send_to(&[0, 4, *hi, *lo], from).unwrap();
+                if b == expect.wrapping_sub(1) && data.len() < 1468 {
+                    break;
+                }
+            }
+            [0, 5, ..] => return Err("tftp error packet".into()),
+            _ => {}
+        }
+    }
+    // HTTP.
+    let mut s = std::net::TcpStream::connect("10.77.0.1:8080").map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let path = format!(
+        "/ipxe/02-43-00-{:02x}-{:02x}-{:02x}.ipxe",
+        (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8
+    );
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 10.77.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    if !resp.starts_with("HTTP/1.1 200") || !resp.contains("#!ipxe") {
+        return Err(format!("http: {}", resp.lines().next().unwrap_or("")));
+    }
+    Ok((got, resp.len()))
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn boot_storm_1000_clients() {
+    const CLIENTS: u32 = 1000;
+    const WORKERS: u32 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Ns::new("ssrv");
+    let cli = Ns::new("scli");
+    veth(&srv, "srv0", &cli, "cli0");
+    srv.ip(&["addr", "add", "10.77.0.1/16", "dev", "srv0"]);
+    cli.ip(&["addr", "add", "10.77.0.2/16", "dev", "cli0"]);
+    let mut c = srv.cmd(env!("CARGO_BIN_EXE_ferrox-netboot"));
+    c.args([
+        "--pool",
+        "10.77.0.0/16,10.77.1.0-10.77.200.255",
+        "--unknown",
+        "discovery",
+        "--ipv6-ra",
+        "off",
+    ]);
+    let mut server = Proc::spawn(c, &dir.path().join("ferrox.log"));
+    server.wait_log("listening", Duration::from_secs(10));
+    let kpxe = fs::metadata("/usr/lib/ipxe/undionly.kpxe").unwrap().len() as usize;
+
+    let start = Instant::now();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let ns = cli.name.clone();
+            std::thread::spawn(move || {
+                let f = fs::File::open(format!("/run/netns/{ns}")).unwrap();
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+                s.set_reuse_address(true).unwrap();
+                s.set_broadcast(true).unwrap();
+                s.bind_device(Some(b"cli0")).unwrap();
+                s.set_recv_buffer_size(1 << 20).unwrap();
+                s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 68)).into())
+                    .unwrap();
+                let sock: std::net::UdpSocket = s.into();
+                sock.set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                let mut results = vec![];
+                let mut i = w;
+                while i < CLIENTS {
+                    results.push(boot_one(&sock, i));
+                    i += WORKERS;
+                }
+                results
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut errors = vec![];
+    for w in workers {
+        for r in w.join().unwrap() {
+            match r {
+                Ok((tftp, _)) if tftp == kpxe => ok += 1,
+                Ok((tftp, _)) => errors.push(format!("short TFTP: {tftp} of {kpxe}")),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    let took = start.elapsed();
+    let m = String::from_utf8(
+        run(srv
+            .cmd("curl")
+            .args(["-s", "http://127.0.0.1:8080/metrics"]))
+        .stdout,
+    )
+    .unwrap();
+    eprintln!(
+        "boot storm: {ok}/{CLIENTS} clients did DORA + TFTP undionly.kpxe + HTTP script, {WORKERS} at once, in {:.2} s; errors: {:?}\n{m}",
+        took.as_secs_f64(),
+        &errors[..errors.len().min(5)]
+    );
+    assert_eq!(ok, CLIENTS, "all served, none lost: {errors:?}");
+    assert!(server.alive());
+}
