@@ -116,7 +116,18 @@ impl Leases {
                 self.by_ip.remove(&old.ip);
             }
         }
-        self.by_ip.insert(ip, Holder::Mac(mac));
+        // The address's previous (expired) holder forgets it, so the table stays bounded by
+        // the pool size whatever number of MACs passes through.
+        if let Some(Holder::Mac(prev)) = self.by_ip.insert(ip, Holder::Mac(mac)) {
+            if prev != mac && self.by_mac.get(&prev).is_some_and(|l| l.ip == ip) {
+                self.by_mac.remove(&prev);
+            }
+        }
+    }
+
+    /// Number of clients holding a lease record.
+    pub fn clients(&self) -> usize {
+        self.by_mac.len()
     }
 
     /// Binds `ip` to `mac` for `secs` (after an ACK). Reservations are not recorded: they are
@@ -195,6 +206,11 @@ mod tests {
         assert_eq!(l.allocate(mac(3), &p, None, 2), None, "exhausted");
         // Offers lapse.
         assert!(l.allocate(mac(3), &p, None, 2 + OFFER_HOLD_SECS).is_some());
+        // A flood of new MACs never grows the table past the pool.
+        for n in 10..=250 {
+            l.allocate(mac(n), &p, None, 1000 * u64::from(n));
+        }
+        assert!(l.clients() <= 2, "{} clients held", l.clients());
     }
 
     #[test]
