@@ -21,6 +21,12 @@ TARGET=x86_64-unknown-linux-musl
 CACHE=${FERROX_CACHE:-/var/cache/ferrox}
 log() { echo "build-static-agent: $*" >&2; }
 
+# One build at a time (tests call this script in parallel): the cache and the stripped copy
+# are shared.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build-static-agent.lock"
+flock 9
+
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 command -v cargo >/dev/null || { log "cargo (Rust stable) is required"; exit 1; }
 
