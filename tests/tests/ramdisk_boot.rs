@@ -80,8 +80,9 @@ impl Lab {
         let ns = lab.ns.clone();
         let gw = format!("10.79.{net}.1/24");
         ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &ns, "addr", "add", &gw, "dev", "br0"]);
         ip(&["-n", &ns, "link", "set", "br0", "up"]);
+        let served = "br0";
+        ip(&["-n", &ns, "addr", "add", &gw, "dev", served]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         for tap in ["tap0", "tap1"] {
             ip(&["-n", &ns, "tuntap", "add", tap, "mode", "tap"]);
@@ -95,7 +96,7 @@ impl Lab {
                 "dnsmasq",
                 "--no-daemon",
                 "--port=0",
-                "--interface=br0",
+                &format!("--interface={served}"),
                 "--bind-interfaces",
                 "--no-ping",
                 "--leasefile-ro",
@@ -142,8 +143,22 @@ impl Lab {
         limit: Duration,
         done: impl Fn(&str) -> bool,
     ) -> (String, Option<Value>) {
+        self.boot_with_monitor(append, devices, &[], limit, done)
+    }
+
+    /// As [`Lab::boot`], sending `monitor` commands (e.g. `set_link n0 off`) to QEMU's human
+    /// monitor right after it starts.
+    fn boot_with_monitor(
+        &self,
+        append: &str,
+        devices: &[&str],
+        monitor: &[&str],
+        limit: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> (String, Option<Value>) {
         let (kernel, initrd) = artifacts();
         let serial = self.dir.path().join("serial.log");
+        let mon = self.dir.path().join("monitor.sock");
         let mut qemu = Command::new("ip")
             .args([
                 "netns",
@@ -160,6 +175,8 @@ impl Lab {
                 "-serial",
             ])
             .arg(format!("file:{}", serial.display()))
+            .arg("-monitor")
+            .arg(format!("unix:{},server=on,wait=off", mon.display()))
             .arg("-kernel")
             .arg(&kernel)
             .arg("-initrd")
@@ -172,6 +189,37 @@ impl Lab {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Kept open until the VM is gone: QEMU may drop what a client sent before it hung up.
+        let _monitor = (!monitor.is_empty()).then(|| {
+            use std::io::{Read, Write};
+            let t = Instant::now();
+            let mut sock = loop {
+                match std::os::unix::net::UnixStream::connect(&mon) {
+                    Ok(s) => break s,
+                    Err(e) if t.elapsed() > Duration::from_secs(10) => panic!("QEMU monitor: {e}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            };
+            sock.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let prompt = |sock: &mut std::os::unix::net::UnixStream| {
+                let mut seen = Vec::new();
+                let mut b = [0u8; 256];
+                while !String::from_utf8_lossy(&seen).contains("(qemu)") {
+                    let n = sock.read(&mut b).expect("QEMU monitor prompt");
+                    assert!(n > 0, "QEMU monitor closed");
+                    seen.extend_from_slice(&b[..n]);
+                }
+                String::from_utf8_lossy(&seen).into_owned()
+            };
+            prompt(&mut sock);
+            for cmd in monitor {
+                sock.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+                let answer = prompt(&mut sock);
+                assert!(!answer.contains("Error"), "monitor {cmd}: {answer}");
+            }
+            sock
+        });
         let hello_path = self.dir.path().join("hello.json");
         let start = Instant::now();
         let console = loop {
@@ -369,4 +417,133 @@ fn garbage_on_the_kernel_command_line_is_named_and_nothing_panics() {
         !console.contains("Kernel panic") && !console.contains("PANIC"),
         "{console}"
     );
+}
+
+/// Frames on `tap` (in `ns`) for `seconds`, as the hex of each, via an AF_PACKET socket. The
+/// kernel moves a received frame's 802.1Q tag into metadata before packet sockets see it, so
+/// the tag is read from PACKET_AUXDATA and put back in place.
+const CAPTURE: &str = r#"
+import socket, struct, sys, time
+SOL_PACKET, PACKET_AUXDATA, TP_STATUS_VLAN_VALID = 263, 8, 0x10
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+s.bind((sys.argv[1], 0))
+s.settimeout(0.5)
+end = time.time() + float(sys.argv[2])
+out = open(sys.argv[3], 'w')
+while time.time() < end:
+    try:
+        data, anc, _, _ = s.recvmsg(4096, socket.CMSG_SPACE(32))
+    except socket.timeout:
+        continue
+    for level, kind, val in anc:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(val) >= 20:
+            status, _, _, _, _, tci, tpid = struct.unpack("IIIHHHH", val[:20])
+            if status & TP_STATUS_VLAN_VALID:
+                data = data[:12] + struct.pack("!HH", tpid or 0x8100, tci) + data[12:]
+    out.write(data.hex() + "\n"); out.flush()
+"#;
+
+#[test]
+#[ignore = "needs root, QEMU and the built ramdisk"]
+fn vlan_from_the_command_line_tags_the_dhcp_traffic() {
+    // This machine's own kernel has no 8021q, so nothing here can answer on a VLAN: the test
+    // reads the wire instead. The agent must load 8021q, create eth0.100 and send its
+    // DISCOVERs tagged with VLAN 100 (and none untagged).
+    let mut lab = Lab::new(4, true);
+    let capture = lab.dir.path().join("capture.py");
+    let frames = lab.dir.path().join("frames.txt");
+    std::fs::write(&capture, CAPTURE).unwrap();
+    lab.spawn(&[
+        "python3",
+        capture.to_str().unwrap(),
+        "tap0",
+        "100",
+        frames.to_str().unwrap(),
+    ]);
+    let devices = [
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=n0,mac=52:54:00:fe:04:01",
+    ];
+    let append = format!("ferrox.vlan=100 ferrox.controller={}", lab.controller());
+    let (console, hello) = lab.boot(&append, &devices, Duration::from_secs(100), |c| {
+        c.contains("no OFFER") || c.contains("network:")
+    });
+    assert!(hello.is_none(), "nothing answers on VLAN 100 here");
+    assert!(
+        console.contains(" 8021q"),
+        "8021q loaded by coldplug: {console}"
+    );
+    assert!(
+        console.contains("FATAL: DHCP on eth0.100: no OFFER"),
+        "{console}"
+    );
+    let frames = std::fs::read_to_string(&frames).unwrap_or_default();
+    // dst ff:ff:ff:ff:ff:ff, src our MAC, 802.1Q (8100) with VID 100 (0064), IPv4, ..., UDP 68→67.
+    let from_us = "ffffffffffff525400fe0401";
+    let tagged = frames
+        .lines()
+        .filter(|f| {
+            f.starts_with(from_us) && f[24..].starts_with("81000064") && f[32..].starts_with("0800")
+        })
+        .filter(|f| f.contains("00440043"))
+        .count();
+    let untagged_dhcp = frames
+        .lines()
+        .filter(|f| f.starts_with(from_us) && f[24..].starts_with("0800") && f.contains("00440043"))
+        .count();
+    assert!(tagged >= 2, "tagged DISCOVERs: {tagged}\n{frames}");
+    assert_eq!(untagged_dhcp, 0, "{frames}");
+}
+
+#[test]
+#[ignore = "needs root, QEMU and the built ramdisk"]
+fn a_nic_without_its_driver_is_named_as_the_likely_cause() {
+    // rtl8139's driver (8139too) is not in the default module set.
+    let lab = Lab::new(5, true);
+    let devices = [
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        "rtl8139,netdev=n0,mac=52:54:00:fe:05:01",
+    ];
+    let (console, hello) = lab.boot("", &devices, Duration::from_secs(90), |c| {
+        c.contains("retrying in")
+    });
+    assert!(hello.is_none());
+    assert!(
+        console.contains(
+            "FATAL: no Ethernet interface at all: is the NIC's driver module in the initramfs?"
+        ),
+        "{console}"
+    );
+    assert!(console.contains("retrying in 2 s"), "{console}");
+}
+
+#[test]
+#[ignore = "needs root, QEMU and the built ramdisk"]
+fn no_carrier_is_reported_and_retried() {
+    let lab = Lab::new(6, true);
+    let devices = [
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=n0,mac=52:54:00:fe:06:01",
+    ];
+    // The cable is out from power-on: QEMU's link state for the NIC, set through its monitor.
+    let (console, hello) = lab.boot_with_monitor(
+        "",
+        &devices,
+        &["set_link n0 off"],
+        Duration::from_secs(120),
+        |c| c.contains("retrying in"),
+    );
+    assert!(hello.is_none());
+    assert!(
+        console.contains("FATAL: no carrier on eth0 after 30 s"),
+        "{console}"
+    );
+    assert!(!console.contains("Kernel panic"), "{console}");
 }
