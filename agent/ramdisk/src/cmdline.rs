@@ -104,8 +104,11 @@ pub fn parse(cmdline: &str) -> (BootParams, Vec<CmdlineProblem>) {
                 None => problems.push(problem(word, "expected 01-aa-bb-cc-dd-ee-ff")),
             },
             "ferrox.controller" => {
-                let ok = (value.starts_with("http://") || value.starts_with("https://"))
-                    && value.len() > "https://".len()
+                // A host must follow the scheme (fuzzing found `http:////` trimmed to `http:`).
+                let ok = value
+                    .strip_prefix("http://")
+                    .or_else(|| value.strip_prefix("https://"))
+                    .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
                     && value.bytes().all(|b| b.is_ascii_graphic());
                 if ok {
                     p.controller = Some(value.trim_end_matches('/').to_string());
@@ -173,6 +176,7 @@ mod tests {
             ("BOOTIF=01-zz-54-00-12-34-56", "expected 01-"),
             ("ferrox.controller=ftp://x", "http://"),
             ("ferrox.controller=https://", "http://"),
+            ("ferrox.controller=http://////", "http://"),
             ("ferrox.ca=md5:abcd", "sha256"),
             ("ferrox.ca=sha256:abc", "sha256"),
             ("ferrox.token=a;reboot", "URL-safe"),
