@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use tests::ip;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ferrox-agent");
 
@@ -13,16 +14,6 @@ const AGENT: &str = env!("CARGO_BIN_EXE_ferrox-agent");
 struct Pair {
     srv: String,
     cli: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Pair {

@@ -36,3 +36,11 @@ pub fn status(cmd: &str, args: &[&str]) -> Result<(i32, String)> {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     ))
 }
+
+/// Runs `ip ARGS` (iproute2) and panics with its stderr when it fails: for tests setting up
+/// their own network namespaces, where a failed step must stop the test at once.
+pub fn ip(args: &[&str]) {
+    if let Err(e) = run("ip", args) {
+        panic!("{e}");
+    }
+}

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tests::ip;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,16 +47,6 @@ fn artifacts() -> (PathBuf, PathBuf) {
         })
     };
     (find("vmlinuz-", ""), find("ferrox-", ".img"))
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A network namespace with a bridge at 10.79.N.1/24 and two taps on it; optional dnsmasq and
