@@ -50,8 +50,8 @@ enum Command {
         /// Apply the lease to the interface.
         #[arg(long)]
         configure: bool,
-        /// DISCOVER (and REQUEST) attempts; waits double from 1 s up to 8 s.
-        #[arg(long, default_value_t = 4)]
+        /// DISCOVER (and REQUEST) attempts; waits double from 250 ms up to 8 s.
+        #[arg(long, default_value_t = 6)]
         attempts: u32,
     },
     /// Print this machine's hardware as metal3 HardwareDetails JSON (HardwareData spec.hardware).

@@ -373,7 +373,7 @@ fn no_dhcp_answer_is_reported_and_retried() {
     });
     assert!(hello.is_none());
     assert!(
-        console.contains("FATAL: DHCP on eth0: no OFFER from any server after 4 attempts"),
+        console.contains("FATAL: DHCP on eth0: no OFFER from any server after 6 attempts"),
         "{console}"
     );
     assert!(console.contains("retrying in 2 s"), "{console}");

@@ -123,10 +123,10 @@ fn attempt(params: &BootParams) -> Result<(), Fatal> {
         params.bootif,
         params.vlan,
         Duration::from_secs(30),
-        4,
+        6,
     )?;
     say(&format!(
-        "network: {} ({}) has {}/{}{}",
+        "network: {} ({}) has {}/{}{} (carrier after {} ms, DHCP {} ms)",
         up.ifname,
         up.mac,
         up.lease.address,
@@ -134,7 +134,9 @@ fn attempt(params: &BootParams) -> Result<(), Fatal> {
         up.lease
             .router
             .map(|r| format!(", router {r}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        up.carrier_ms,
+        up.dhcp_ms
     ));
     let t = Instant::now();
     let inventory = agent_inspect::inspect(&agent_inspect::Root::host())?;

@@ -237,7 +237,9 @@ fn random_xid(mac: Mac) -> u32 {
 }
 
 /// Gets a lease on `ifname` (already up) for `mac`: up to `attempts` DISCOVERs with waits
-/// doubling from 1 s (capped at 8 s), then the REQUEST, retried the same way.
+/// doubling from 250 ms (capped at 8 s: 0.25, 0.5, 1, 2, 4, 8 s), then the REQUEST, retried the
+/// same way. The first waits are short so a lost datagram costs little at boot; a slow server
+/// only sees the same transaction (same xid) again.
 pub fn acquire(ifname: &str, mac: Mac, attempts: u32) -> Result<Lease, DhcpError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock_err = |source| DhcpError::Socket {
@@ -259,7 +261,7 @@ pub fn acquire(ifname: &str, mac: Mac, attempts: u32) -> Result<Lease, DhcpError
     let exchange = |msg: &[u8], want: MessageType| -> Result<Lease, DhcpError> {
         let mut buf = vec![0u8; 1500];
         for attempt in 0..attempts {
-            let wait = Duration::from_secs(1 << attempt.min(3));
+            let wait = Duration::from_millis(250 << attempt.min(5));
             let _ = sock.send_to(msg, server);
             let deadline = Instant::now() + wait;
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {

@@ -16,6 +16,10 @@ pub struct Configured {
     pub mac: String,
     /// The lease it got.
     pub lease: Lease,
+    /// Milliseconds from link up to carrier.
+    pub carrier_ms: u64,
+    /// Milliseconds the DHCP exchange took.
+    pub dhcp_ms: u64,
 }
 
 /// Why the network could not be brought up.
@@ -154,12 +158,17 @@ pub fn bring_up(
         }
         None => with_carrier.name.clone(),
     };
+    let carrier_ms = start.elapsed().as_millis() as u64;
+    let t = Instant::now();
     let lease = dhcp::acquire(&ifname, with_carrier.mac, dhcp_attempts)?;
+    let dhcp_ms = t.elapsed().as_millis() as u64;
     configure(&ifname, &lease)?;
     Ok(Configured {
         ifname,
         mac: with_carrier.mac.to_string(),
         lease,
+        carrier_ms,
+        dhcp_ms,
     })
 }
 
