@@ -388,6 +388,15 @@ impl Ctx<'_> {
         r.opts_mut().insert(DhcpOption::MessageType(mtype));
         r.opts_mut()
             .insert(DhcpOption::ServerIdentifier(self.ingress.server_ip));
+        // RFC 3046 2.2: a relayed request's Relay Agent Information goes back unchanged, so
+        // the relay can find the client's circuit (and strips it before forwarding).
+        if !m.giaddr().is_unspecified() {
+            if let Some(info @ DhcpOption::RelayAgentInformation(_)) =
+                m.opts().get(OptionCode::RelayAgentInformation)
+            {
+                r.opts_mut().insert(info.clone());
+            }
+        }
         let dest = if self.ingress.local_port != SERVER_PORT {
             // PXE boot-server request (port 4011): answer where it came from.
             self.ingress.src

@@ -681,6 +681,34 @@ fn dora_then_pool_exhaustion_and_release() {
 }
 
 #[test]
+fn relay_agent_information_is_echoed_to_the_relay_only() {
+    use dhcproto::v4::relay::{RelayAgentInformation, RelayInfo};
+    let mut info = RelayAgentInformation::default();
+    info.insert(RelayInfo::AgentCircuitId(b"rack7-port12".to_vec()));
+    let opt82 = DhcpOption::RelayAgentInformation(info);
+    let h = hosts();
+    for (giaddr, echoed) in [(Some(ip("10.9.0.1")), true), (None, false)] {
+        let mut r = Req::new(MessageType::Discover, 2).pxe(0);
+        r.giaddr = giaddr;
+        let mut m = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&r.bytes())).unwrap();
+        m.opts_mut().insert(opt82.clone());
+        let mut bytes = Vec::new();
+        m.encode(&mut Encoder::new(&mut bytes)).unwrap();
+        let d = decide(
+            &bytes,
+            &ingress(SERVER_PORT),
+            &cfg(Mode::Full),
+            &h,
+            &mut Leases::new(h.reserved()),
+            0,
+        );
+        let reply = d.reply.expect("an offer");
+        let got = reply.msg.opts().get(OptionCode::RelayAgentInformation);
+        assert_eq!(got, echoed.then_some(&opt82), "giaddr {giaddr:?}");
+    }
+}
+
+#[test]
 fn ipxe_full_mode_reply_says_no_proxydhcp_wait() {
     let mut r = Req::new(MessageType::Discover, 1);
     r.ipxe = true;
