@@ -33,7 +33,8 @@ echo "== making an OS image: GPT disk, one ext4 partition (256 MiB raw, then qco
 truncate -s 256M "$WORK/os.raw"
 sgdisk -o -n 1:2048:0 -t 1:8300 -c 1:root "$WORK/os.raw" >/dev/null
 P=$(attach -o $((2048 * 512)) --sizelimit $(((256 * 2048 - 2048 - 34) * 512)) "$WORK/os.raw")
-mkfs.ext4 -q -L root -d agent/ "$P"   # a real filesystem with some files in it
+mkdir -p "$WORK/rootfs/etc" && cp -r agent/src agent/proto "$WORK/rootfs/" && echo ferrox-demo > "$WORK/rootfs/etc/hostname"
+mkfs.ext4 -q -L root -d "$WORK/rootfs" "$P"   # a real filesystem with some files in it
 losetup -d "$P"
 qemu-img convert -f raw -O qcow2 "$WORK/os.raw" "$WORK/os.qcow2"
 ( cd "$WORK" && sha256sum os.qcow2 > SHA256SUMS )
