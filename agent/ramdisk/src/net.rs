@@ -16,7 +16,7 @@ pub struct Configured {
     pub mac: String,
     /// The lease it got.
     pub lease: Lease,
-    /// Milliseconds from link up to carrier.
+    /// Milliseconds from link up to carrier and an operational link.
     pub carrier_ms: u64,
     /// Milliseconds the DHCP exchange took.
     pub dhcp_ms: u64,
@@ -103,10 +103,14 @@ pub fn candidates(all: &[Nic], bootif: Option<Mac>) -> Result<Vec<Nic>, NetError
     }
 }
 
+/// Whether `name` can carry traffic: carrier, and the kernel has made the link operational.
+/// The kernel turns carrier into operstate "up" (and starts the transmit queue) a little later
+/// (linkwatch): under QEMU about 0.9 s after link-up, and a DHCP packet sent in between is lost.
+/// `unknown` is what drivers without link reporting show.
 fn carrier(sys_class_net: &Path, name: &str) -> bool {
-    std::fs::read_to_string(sys_class_net.join(name).join("carrier"))
-        .map(|s| s.trim() == "1")
-        .unwrap_or(false)
+    let read =
+        |f: &str| std::fs::read_to_string(sys_class_net.join(name).join(f)).unwrap_or_default();
+    read("carrier").trim() == "1" && matches!(read("operstate").trim(), "up" | "unknown")
 }
 
 /// Brings up the boot network: every candidate is set up, the first to get carrier within
