@@ -3,6 +3,7 @@
 //! that come up clean and go away on drop.
 
 pub mod loopdev;
+pub mod ramdisk;
 
 use std::process::{Command, Output};
 
@@ -43,4 +44,15 @@ pub fn ip(args: &[&str]) {
     if let Err(e) = run("ip", args) {
         panic!("{e}");
     }
+}
+
+/// The inputs of a committed cargo-fuzz corpus (`dir` holds one file per input), for tests that
+/// replay it through the parser; panics when the corpus is missing or nearly empty.
+pub fn fuzz_corpus(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    let inputs: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| std::fs::read(e.expect("corpus entry").path()).expect("corpus file"))
+        .collect();
+    assert!(inputs.len() > 10, "{}: corpus missing", dir.display());
+    inputs
 }

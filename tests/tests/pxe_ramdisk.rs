@@ -12,15 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::ip;
+use tests::ramdisk::{artifacts, workspace, CONTROLLER_STAND_IN};
 
 const MAC: &str = "52:54:00:fe:10:01";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// ferrox-netboot as the test profile builds it (built here if `cargo test -p tests` ran alone).
 fn netboot_binary() -> PathBuf {
@@ -44,26 +38,6 @@ fn netboot_binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
     target.join("debug/ferrox-netboot")
-}
-
-fn ramdisk() -> (PathBuf, PathBuf) {
-    let dir = workspace().join("target/initramfs");
-    let mut kernels = Vec::new();
-    let mut imgs = Vec::new();
-    for e in std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}: run hack/build-initramfs.sh", dir.display()))
-        .flatten()
-    {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with("vmlinuz-") {
-            kernels.push(e.path());
-        } else if n.starts_with("ferrox-") && n.ends_with(".img") {
-            imgs.push(e.path());
-        }
-    }
-    kernels.sort();
-    imgs.sort();
-    (kernels.pop().expect("kernel"), imgs.pop().expect("ramdisk"))
 }
 
 /// The namespace and everything started in it; killed by PID and removed on drop.
@@ -99,24 +73,11 @@ impl Drop for Ns {
     }
 }
 
-const LISTENER: &str = r#"
-import http.server, os, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
-        open(sys.argv[3] + '.tmp', 'wb').write(body)
-        os.rename(sys.argv[3] + '.tmp', sys.argv[3])
-        self.send_response(204)
-        self.end_headers()
-    def log_message(self, *a): pass
-http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-"#;
-
 #[test]
 #[ignore = "needs root, QEMU, the built ramdisk and network namespaces"]
 fn pxe_boot_through_ferrox_netboot_into_the_agent() {
     let netboot = netboot_binary();
-    let (kernel, initrd) = ramdisk();
+    let (kernel, initrd) = artifacts();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut ns = Ns {
@@ -143,7 +104,7 @@ fn pxe_boot_through_ferrox_netboot_into_the_agent() {
     )
     .unwrap();
     let listener = d.join("listen.py");
-    std::fs::write(&listener, LISTENER).unwrap();
+    std::fs::write(&listener, CONTROLLER_STAND_IN).unwrap();
     let hello_path = d.join("hello.json");
     ns.spawn(
         &[

@@ -3,51 +3,13 @@
 //! creates with a bridge, dnsmasq as the DHCP server and a stand-in for the controller that
 //! records the agent's hello. Needs root; hack/test.sh builds the ramdisk first and runs these.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::ip;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The kernel and ramdisk: `FERROX_KERNEL`/`FERROX_INITRAMFS`, else what
-/// hack/build-initramfs.sh left in target/initramfs/.
-fn artifacts() -> (PathBuf, PathBuf) {
-    if let (Ok(k), Ok(i)) = (
-        std::env::var("FERROX_KERNEL"),
-        std::env::var("FERROX_INITRAMFS"),
-    ) {
-        return (k.into(), i.into());
-    }
-    let dir = workspace().join("target/initramfs");
-    let find = |prefix: &str, suffix: &str| {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_string_lossy();
-                n.starts_with(prefix) && n.ends_with(suffix)
-            })
-            .collect();
-        v.sort();
-        v.pop().unwrap_or_else(|| {
-            panic!(
-                "no {prefix}*{suffix} in {}: run hack/build-initramfs.sh (hack/test.sh does)",
-                dir.display()
-            )
-        })
-    };
-    (find("vmlinuz-", ""), find("ferrox-", ".img"))
-}
+use tests::ramdisk::{artifacts, CONTROLLER_STAND_IN};
 
 /// A network namespace with a bridge at 10.79.N.1/24 and two taps on it; optional dnsmasq and
 /// a controller stand-in. Processes killed by PID and the namespace deleted on drop.
@@ -72,8 +34,7 @@ impl Lab {
         let gw = format!("10.79.{net}.1/24");
         ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &ns, "link", "set", "br0", "up"]);
-        let served = "br0";
-        ip(&["-n", &ns, "addr", "add", &gw, "dev", served]);
+        ip(&["-n", &ns, "addr", "add", &gw, "dev", "br0"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         for tap in ["tap0", "tap1"] {
             ip(&["-n", &ns, "tuntap", "add", tap, "mode", "tap"]);
@@ -87,7 +48,7 @@ impl Lab {
                 "dnsmasq",
                 "--no-daemon",
                 "--port=0",
-                &format!("--interface={served}"),
+                "--interface=br0",
                 "--bind-interfaces",
                 "--no-ping",
                 "--leasefile-ro",
@@ -96,7 +57,7 @@ impl Lab {
             ]);
         }
         let listener = lab.dir.path().join("listen.py");
-        std::fs::write(&listener, LISTENER).unwrap();
+        std::fs::write(&listener, CONTROLLER_STAND_IN).unwrap();
         let hello = lab.dir.path().join("hello.json");
         let addr = format!("10.79.{net}.1");
         lab.spawn(&[
@@ -239,23 +200,6 @@ impl Drop for Lab {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
-
-/// The controller stand-in: records the body of the first POST and answers 204.
-const LISTENER: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
-        if self.path == '/v1/agent/hello':
-            open(sys.argv[3] + '.tmp', 'wb').write(body)
-            import os; os.rename(sys.argv[3] + '.tmp', sys.argv[3])
-            self.send_response(204)
-        else:
-            self.send_response(404)
-        self.end_headers()
-    def log_message(self, *a): pass
-http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-"#;
 
 fn disk(dir: &Path, name: &str, size: u64) -> String {
     let p = dir.join(name);

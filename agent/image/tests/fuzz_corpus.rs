@@ -8,15 +8,11 @@ use std::path::Path;
 use agent_image::format::{AutoDecoder, Decoder, Sink, SinkError};
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(inputs.len() > 10, "{}: corpus missing", dir.display());
-    inputs
+    tests::fuzz_corpus(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target),
+    )
 }
 
 /// A disk of a fixed size that keeps nothing.

@@ -7,12 +7,7 @@ use std::path::Path;
 #[test]
 fn smbios_vpd_cmdline_corpus() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/smbios");
-    let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(inputs.len() > 10, "{}: corpus missing", dir.display());
-    for data in inputs {
+    for data in tests::fuzz_corpus(&dir) {
         let _ = agent_inspect::smbios::parse_entry_point(&data);
         let _ = agent_inspect::smbios::parse_table(&data, Some((3, 2)));
         let _ = agent_inspect::smbios::parse_table(&data, None);
