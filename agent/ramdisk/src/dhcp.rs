@@ -221,22 +221,13 @@ fn sanitize(datagram: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A transaction id that differs per host and per boot, without asking the kernel for random
-/// bytes, which can block early in boot while its CRNG gathers entropy. The xid only has to
-/// tell our transactions apart; anyone on the segment sees it anyway.
+/// A transaction id that differs per host and per boot. Not from /dev/urandom: before the
+/// kernel's CRNG is ready that read makes it gather jitter entropy first. std's `RandomState`
+/// is seeded by getrandom(GRND_INSECURE), which never blocks; the xid only has to tell our
+/// transactions apart (anyone on the segment sees it anyway).
 fn random_xid(mac: Mac) -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    let mut m = [0u8; 8];
-    m[2..].copy_from_slice(&mac.0);
-    // splitmix64 of the clock and the MAC.
-    let mut z = nanos ^ u64::from_be_bytes(m).rotate_left(17);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) as u32
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(mac.0) as u32
 }
 
 /// Gets a lease on `ifname` (already up) for `mac`: up to `attempts` DISCOVERs with waits
