@@ -6,13 +6,15 @@
 //! same optional fields), so the controller publishes it unchanged. Everything Ferrox knows
 //! beyond metal3's shape lives in [`Extra`], a separate document (`inspect --full`).
 
+pub mod api;
 pub mod hello;
 pub mod inventory;
 pub mod progress;
 
+pub use api::*;
 pub use hello::Hello;
 pub use inventory::*;
 pub use progress::*;
 
 /// Version of this wire contract. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
