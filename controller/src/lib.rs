@@ -4,4 +4,5 @@
 
 pub mod machine;
 pub mod model;
+pub mod queue;
 pub mod store;
