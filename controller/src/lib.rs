@@ -5,4 +5,17 @@
 pub mod machine;
 pub mod model;
 pub mod queue;
+pub mod reconciler;
 pub mod store;
+
+/// The whole chain of an error on one line: `what failed: why: deeper cause`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}

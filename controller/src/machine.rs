@@ -111,8 +111,8 @@ pub enum ActOk {
     Done,
     /// Probe: the power state read from the BMC.
     Power(Power),
-    /// Issue: the rendered command's ID.
-    Issued(String),
+    /// Issue: the rendered command.
+    Issued(agent_proto::Command),
 }
 
 /// Decides the next step for a host.
@@ -593,17 +593,22 @@ pub fn absorb(
                 }
                 (Act::BootAgent, _) => {
                     st.power = Power::On;
-                    st.agent = AgentStatus {
-                        phase: AgentPhase::Booting,
-                        since_ms: now,
-                        boot: st.agent.boot + 1,
-                        last_seen_ms: now,
-                    };
+                    // The reconciler marks the new boot before it asks the BMC (the agent may
+                    // enroll before the call returns); otherwise it starts now.
+                    if st.agent.phase == AgentPhase::Down {
+                        st.agent = AgentStatus {
+                            phase: AgentPhase::Booting,
+                            since_ms: now,
+                            boot: st.agent.boot + 1,
+                            last_seen_ms: now,
+                        };
+                    }
                 }
-                (Act::Issue(kind), ActOk::Issued(id)) => {
+                (Act::Issue(kind), ActOk::Issued(command)) => {
                     st.ops_issued += 1;
                     st.op = Some(Op {
-                        id,
+                        id: command.id.clone(),
+                        command,
                         kind: *kind,
                         boot: st.agent.boot,
                         started_ms: now,
@@ -698,6 +703,7 @@ pub fn on_agent_event(st: &mut HostStatus, event: &Event, now_ms: u64) -> bool {
 
 /// The agent enrolled with the token of its current boot.
 pub fn on_enrolled(st: &mut HostStatus, now_ms: u64) {
+    st.boot_token = None;
     st.agent.phase = AgentPhase::Up;
     st.agent.since_ms = now_ms;
     st.agent.last_seen_ms = now_ms;

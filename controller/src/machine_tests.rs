@@ -97,7 +97,10 @@ impl Sim {
         self.settle(|a| {
             Ok(match a {
                 Act::Probe => ActOk::Power(Power::Off),
-                Act::Issue(k) => ActOk::Issued(format!("uid-1-{k:?}-{}", issued + 1)),
+                Act::Issue(k) => ActOk::Issued(agent_proto::Command {
+                    id: format!("uid-1-{k:?}-{}", issued + 1),
+                    action: agent_proto::Action::Inspect,
+                }),
                 _ => ActOk::Done,
             })
         })

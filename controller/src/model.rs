@@ -264,6 +264,12 @@ pub struct HostSpec {
     pub root_device_hints: Option<serde_json::Value>,
     /// `spec.automatedCleaningMode`.
     pub cleaning: CleaningMode,
+    /// `spec.userData`: Secret with the cloud-init user data (key `userData` or `value`).
+    pub user_data: Option<SecretRef>,
+    /// `spec.networkData`: Secret with network_data.json (key `networkData` or `value`).
+    pub network_data: Option<SecretRef>,
+    /// `spec.metaData`: Secret with extra meta_data keys.
+    pub meta_data: Option<SecretRef>,
     /// `spec.externallyProvisioned`.
     pub externally_provisioned: bool,
     /// `inspect.metal3.io`.
@@ -276,6 +282,16 @@ pub struct HostSpec {
     pub detached: bool,
     /// The object is being deleted (deletionTimestamp set, or its manifest was removed).
     pub deleting: bool,
+}
+
+/// A reference to a Secret (`spec.userData` etc.).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Namespace (the host's when the reference has none).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
 }
 
 /// An error as metal3 shows it.
@@ -350,6 +366,8 @@ pub struct Op {
     pub boot: u32,
     /// When it was issued (Unix ms).
     pub started_ms: u64,
+    /// The command as rendered when issued: offered unchanged until it ends.
+    pub command: agent_proto::Command,
     /// Latest progress report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<agent_proto::Progress>,
@@ -391,6 +409,10 @@ pub struct HostStatus {
     pub power: Power,
     /// The agent.
     pub agent: AgentStatus,
+    /// The one-time token of the current agent boot, until the agent redeems it (netboot puts it
+    /// in this host's iPXE script only). The database is as private as the CA key beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_token: Option<String>,
     /// The agent command in flight, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<Op>,
@@ -429,6 +451,7 @@ impl Default for HostStatus {
             retry_at_ms: 0,
             power: Power::Unknown,
             agent: AgentStatus::default(),
+            boot_token: None,
             op: None,
             ops_issued: 0,
             hardware: None,

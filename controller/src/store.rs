@@ -68,6 +68,9 @@ fn db<E: std::error::Error + Send + Sync + 'static>(
 pub struct HostRecord {
     /// The BareMetalHost as last read from the user (JSON).
     pub object: serde_json::Value,
+    /// What the controller distilled from it (kept so a deleted host can still be powered off).
+    #[serde(default)]
+    pub spec: crate::model::HostSpec,
     /// What the controller knows and has done.
     pub status: HostStatus,
 }
@@ -379,6 +382,7 @@ mod tests {
     fn rec(state: State) -> HostRecord {
         HostRecord {
             object: serde_json::json!({"kind": "BareMetalHost"}),
+            spec: Default::default(),
             status: HostStatus {
                 state,
                 ..HostStatus::default()
