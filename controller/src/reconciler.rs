@@ -846,9 +846,11 @@ pub fn agent_checksum(image: &Image) -> Result<String, String> {
                 32 => "md5",
                 64 => "sha256",
                 128 => "sha512",
-                n => return Err(format!(
+                n => {
+                    return Err(format!(
                     "spec.image.checksum has {n} characters: not an md5, sha256 or sha512 digest"
-                )),
+                ))
+                }
             }
         }
         Some(other) => {
