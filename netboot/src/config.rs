@@ -34,6 +34,17 @@ pub struct Config {
     #[arg(long)]
     pub hosts: Option<PathBuf>,
 
+    /// Follow ferrox-controller's host list (its netboot feed, e.g. `http://127.0.0.1:9445`):
+    /// the hosts it is booting into the ramdisk, each with its one-time token. The `--hosts`
+    /// file, if any, is consulted first.
+    #[arg(long)]
+    pub controller_hosts: Option<String>,
+
+    /// File holding the bearer token of the controller's netboot feed (the controller writes
+    /// it as `netboot.token` in its state directory).
+    #[arg(long)]
+    pub controller_token_file: Option<PathBuf>,
+
     /// What to do with a MAC the hosts file does not know: `ignore` it, or boot it into the
     /// ramdisk for `discovery`.
     #[arg(long, value_enum, default_value_t = UnknownPolicy::Ignore)]

@@ -4,6 +4,7 @@
 //! that take already-bound sockets and a cancellation token.
 
 pub mod config;
+pub mod controller;
 pub mod dhcp;
 pub mod hosts;
 pub mod http;

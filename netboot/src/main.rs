@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use ferrox_netboot::config::Config;
+use ferrox_netboot::controller::{follow, ControllerHosts, Layered};
 use ferrox_netboot::hosts::{HostSource, StaticHosts};
 use ferrox_netboot::{serve, tftp, Netboot, Sockets};
 use tokio_util::sync::CancellationToken;
@@ -135,15 +136,36 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     );
 
     let reserved: Vec<_> = hosts.reserved().collect();
+    let token = CancellationToken::new();
+    let source: Arc<dyn HostSource> = match &cfg.controller_hosts {
+        Some(url) => {
+            let bearer = match &cfg.controller_token_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("reading the controller token {}", p.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let table = Arc::new(ControllerHosts::default());
+            info!(controller = %url, "following the controller's host list");
+            tokio::spawn(follow(table.clone(), url.clone(), bearer, token.clone()));
+            Arc::new(Layered {
+                file: Arc::new(hosts),
+                controller: table,
+            })
+        }
+        None => Arc::new(hosts),
+    };
     let ctx = Arc::new(Netboot::new(
         cfg,
-        Arc::new(hosts),
+        source,
         reserved,
         files,
         kernel,
         initramfs,
     ));
-    let token = CancellationToken::new();
     let stop = token.clone();
     tokio::spawn(async move {
         let mut term =
