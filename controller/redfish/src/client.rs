@@ -181,14 +181,16 @@ impl SystemInfo {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-#[derive(Debug, Clone)]
+/// No `Debug`: it holds the token.
+#[derive(Clone)]
 struct Session {
     token: String,
     /// Where to DELETE it; `None` if the BMC did not say.
     location: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// No `Debug`: it holds the token or the password.
+#[derive(Clone)]
 enum Auth {
     Session {
         collection: String,

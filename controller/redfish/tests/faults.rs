@@ -58,7 +58,9 @@ async fn garbage_server(answer: Vec<u8>) -> Garbage {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                // Until the end of the request head, or at once for a TLS ClientHello (0x16),
+                // as a plain HTTP server answers one (with an error page).
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.first() != Some(&0x16) {
                     match sock.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -223,5 +225,27 @@ async fn a_root_that_is_not_redfish_fails_at_the_systems_lookup() {
         err.to_string()
             .ends_with("returned a collection without Members for GET /redfish/v1/Systems"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_port_is_a_tls_failure() {
+    let server = garbage_server(http_ok("Content-Length: 2\r\n", b"{}")).await;
+    let endpoint = BmcAddress::parse(&format!("redfish://127.0.0.1:{}", server.port))
+        .unwrap()
+        .into_redfish()
+        .unwrap();
+    let err = Redfish::connect(&endpoint, creds(), opts(Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RedfishError::Tls { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Unreachable);
+    assert!(
+        err.one_line().starts_with(&format!(
+            "TLS with the BMC at https://127.0.0.1:{} failed: ",
+            server.port
+        )),
+        "{}",
+        err.one_line()
     );
 }

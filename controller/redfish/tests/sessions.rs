@@ -50,7 +50,11 @@ impl Drop for Bmc {
 }
 
 async fn bmc(no_sessions: bool) -> Bmc {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    bmc_on("127.0.0.1:0", no_sessions).await
+}
+
+async fn bmc_on(bind: &str, no_sessions: bool) -> Bmc {
+    let listener = TcpListener::bind(bind).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let state: Shared = Arc::new(Mutex::new(State {
         no_sessions,
@@ -338,4 +342,21 @@ async fn a_session_service_that_refuses_sessions_falls_back_to_basic_auth() {
     assert_eq!(bmc.system().await.unwrap().id, "1");
     let err = connect(server.port, "wrong").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Credentials, "{err:?}");
+}
+
+#[tokio::test]
+async fn an_ipv6_literal_address_reaches_the_bmc() {
+    // Loopback ::1 exists wherever these tests run (checked on the dev machines and CI).
+    let server = bmc_on("[::1]:0", false).await;
+    let address = format!("redfish+http://[::1]:{}/redfish/v1/Systems/1/", server.port);
+    let endpoint = BmcAddress::parse(&address).unwrap().into_redfish().unwrap();
+    let creds = Credentials {
+        username: "root".into(),
+        password: "calvin".into(),
+    };
+    let bmc = Redfish::connect(&endpoint, creds, ConnectOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(bmc.system_path(), SYSTEM);
+    assert_eq!(bmc.system().await.unwrap().id, "1");
 }
