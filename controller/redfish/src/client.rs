@@ -280,14 +280,20 @@ impl Redfish {
             }
         }
         let systems = odata_id(&root, &["Systems"]).unwrap_or_else(|| "/redfish/v1/Systems".into());
-        client.system = match &endpoint.system {
-            Some(path) => {
-                // Existence and credentials checked here.
-                client.system_info_at(path).await?;
-                path.clone()
-            }
-            None => client.only_system(&systems).await?,
+        let resolved = match &endpoint.system {
+            // Existence and credentials checked here.
+            Some(path) => client.system_info_at(path).await.map(|_| path.clone()),
+            None => client.only_system(&systems).await,
         };
+        match resolved {
+            Ok(path) => client.system = path,
+            Err(e) => {
+                // BMCs hold few sessions (an iDRAC about eight): a registration retried with
+                // backoff must not leak one per attempt.
+                client.logout().await;
+                return Err(e);
+            }
+        }
         tracing::info!(bmc = %client.base, system = %client.system, auth = ?client.auth_kind(), "connected to BMC");
         Ok(client)
     }
@@ -310,8 +316,12 @@ impl Redfish {
     }
 
     /// Logs out the session, if there is one. Errors are logged, not returned: the session
-    /// expires on its own anyway.
+    /// expires on its own anyway. Dropping a client without this leaves the session to expire.
     pub async fn close(self) {
+        self.logout().await;
+    }
+
+    async fn logout(&self) {
         let Auth::Session { session, .. } = &self.auth else {
             return;
         };
@@ -319,7 +329,11 @@ impl Redfish {
         let Some(location) = location else {
             return;
         };
-        match self.send(Method::DELETE, &location, None, true).await {
+        // Not `request`: a session that already expired must not be renewed just to log out.
+        match self
+            .send_with(Method::DELETE, &location, None, true, HeaderMap::new())
+            .await
+        {
             Ok(r) if r.status.is_success() => {
                 tracing::debug!(bmc = %self.base, "session closed")
             }

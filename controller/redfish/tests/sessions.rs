@@ -222,12 +222,18 @@ async fn handle(st: Shared, req: Request<Incoming>) -> Result<Response<Full<Byte
 }
 
 async fn connect(port: u16, password: &str) -> Result<Redfish, controller_redfish::RedfishError> {
-    let endpoint = BmcAddress::parse(&format!(
-        "redfish+http://127.0.0.1:{port}/redfish/v1/Systems/1"
-    ))
-    .unwrap()
-    .into_redfish()
-    .unwrap();
+    connect_to(port, SYSTEM, password).await
+}
+
+async fn connect_to(
+    port: u16,
+    system: &str,
+    password: &str,
+) -> Result<Redfish, controller_redfish::RedfishError> {
+    let endpoint = BmcAddress::parse(&format!("redfish+http://127.0.0.1:{port}{system}"))
+        .unwrap()
+        .into_redfish()
+        .unwrap();
     let creds = Credentials {
         username: "root".into(),
         password: password.into(),
@@ -359,4 +365,24 @@ async fn an_ipv6_literal_address_reaches_the_bmc() {
         .unwrap();
     assert_eq!(bmc.system_path(), SYSTEM);
     assert_eq!(bmc.system().await.unwrap().id, "1");
+}
+
+#[tokio::test]
+async fn a_failed_connect_does_not_leak_its_session() {
+    let server = bmc(false).await;
+    let err = connect_to(server.port, "/redfish/v1/Systems/2", "calvin")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the BMC at http://127.0.0.1:{} has no system /redfish/v1/Systems/2",
+            server.port
+        )
+    );
+    let s = server.state.lock().unwrap();
+    assert_eq!(s.logins, 1);
+    assert_eq!(s.deleted, [format!("{SESSIONS}/1")]);
+    assert!(s.tokens.is_empty());
 }
