@@ -27,7 +27,12 @@ pub const HOLD: Duration = Duration::from_secs(25);
 const MAX_CONNECTIONS: usize = 64;
 
 /// Serves the feed on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, rec: Arc<Reconciler>, bearer: String, cancel: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    rec: Arc<Reconciler>,
+    bearer: String,
+    cancel: CancellationToken,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let bearer = Arc::new(format!("Bearer {bearer}"));
     let mut conns = JoinSet::new();
@@ -90,7 +95,10 @@ async fn handle(
         .get(hyper::header::AUTHORIZATION)
         .is_some_and(|v| same(v.as_bytes(), bearer.as_bytes()));
     if !authorized {
-        return reply(StatusCode::UNAUTHORIZED, r#"{"error":"bearer token required"}"#.into());
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"bearer token required"}"#.into(),
+        );
     }
     if req.method() != Method::GET || req.uri().path() != "/v1/netboot/hosts" {
         return reply(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.into());
@@ -117,7 +125,10 @@ async fn handle(
         ),
         Err(e) => {
             warn!("netboot feed: {}", crate::error_chain(&e));
-            reply(StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"state unavailable"}"#.into())
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":"state unavailable"}"#.into(),
+            )
         }
     }
 }

@@ -2,6 +2,7 @@
 //! back. The host state machine ([`machine`]) is a pure function over the controller's own model
 //! ([`model`]); stores, the BMC driver, netboot and the agent API are thin shells around it.
 
+pub mod bmc;
 pub mod feed;
 pub mod machine;
 pub mod manifests;

@@ -64,7 +64,9 @@ pub struct Layered {
 
 impl HostSource for Layered {
     fn lookup(&self, mac: &MacAddr) -> Option<Arc<Host>> {
-        self.file.lookup(mac).or_else(|| self.controller.lookup(mac))
+        self.file
+            .lookup(mac)
+            .or_else(|| self.controller.lookup(mac))
     }
 }
 
@@ -114,13 +116,21 @@ pub enum FeedError {
 
 /// Keeps `table` current from `base` (e.g. `http://127.0.0.1:9445`) until `cancel` fires,
 /// authenticating with `token`. Errors are logged (once per change) and retried with backoff.
-pub async fn follow(table: Arc<ControllerHosts>, base: String, token: Option<String>, cancel: CancellationToken) {
+pub async fn follow(
+    table: Arc<ControllerHosts>,
+    base: String,
+    token: Option<String>,
+    cancel: CancellationToken,
+) {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut rev = 0u64;
     let mut backoff = Duration::from_millis(250);
     let mut last_err = String::new();
     loop {
-        let url = format!("{}/v1/netboot/hosts?after={rev}", base.trim_end_matches('/'));
+        let url = format!(
+            "{}/v1/netboot/hosts?after={rev}",
+            base.trim_end_matches('/')
+        );
         let fut = poll(&client, &url, token.as_deref());
         let res = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -129,7 +139,11 @@ pub async fn follow(table: Arc<ControllerHosts>, base: String, token: Option<Str
         match res {
             Ok(Ok(feed)) => {
                 if feed.revision != rev || table.is_empty() {
-                    debug!(revision = feed.revision, hosts = feed.hosts.len(), "host list from the controller");
+                    debug!(
+                        revision = feed.revision,
+                        hosts = feed.hosts.len(),
+                        "host list from the controller"
+                    );
                 }
                 if !last_err.is_empty() {
                     info!(controller = %base, "controller reachable again");
@@ -185,7 +199,9 @@ async fn poll(
     if let Some(t) = token {
         req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let req = req.body(Empty::new()).map_err(|_| FeedError::Url(url.to_string()))?;
+    let req = req
+        .body(Empty::new())
+        .map_err(|_| FeedError::Url(url.to_string()))?;
     let http = |source: Box<dyn std::error::Error + Send + Sync>| FeedError::Http {
         url: url.to_string(),
         source,
@@ -229,11 +245,15 @@ mod tests {
             controller: Arc::new(t),
         };
         assert!(layered.lookup(&mac).is_some());
-        assert!(layered.lookup(&"52:54:00:00:00:02".parse().unwrap()).is_none());
+        assert!(layered
+            .lookup(&"52:54:00:00:00:02".parse().unwrap())
+            .is_none());
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        assert!(serde_json::from_str::<Feed>(r#"{"revision": 1, "hosts": [], "extra": 1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Feed>(r#"{"revision": 1, "hosts": [], "extra": 1}"#).is_err()
+        );
     }
 }

@@ -159,12 +159,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         None => Arc::new(hosts),
     };
     let ctx = Arc::new(Netboot::new(
-        cfg,
-        source,
-        reserved,
-        files,
-        kernel,
-        initramfs,
+        cfg, source, reserved, files, kernel, initramfs,
     ));
     let stop = token.clone();
     tokio::spawn(async move {

@@ -4,6 +4,7 @@
 
 pub mod loopdev;
 pub mod ramdisk;
+pub mod sushy;
 
 use std::process::{Command, Output};
 

@@ -1,0 +1,420 @@
+//! The controller's reconciler against real BMCs: sushy-tools (fake driver) as the Redfish BMC,
+//! the embedded store, manifests as a user writes them. The agent side is played in-process
+//! through the reconciler's agent-facing calls (redeem the token netboot would hand out, take
+//! commands, report outcomes) — the mTLS transport is tested on its own.
+//!
+//! Needs root (sushy-tools lives in a venv under /opt): run by `hack/test.sh`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_proto::{Action, Enroll, Event, FullInventory, Outcome};
+use ferrox_controller::bmc::RedfishBmc;
+use ferrox_controller::machine::Limits;
+use ferrox_controller::manifests;
+use ferrox_controller::model::{ErrorType, HostKey, Operational, State};
+use ferrox_controller::reconciler::{Config, Reconciler, Refusal};
+use ferrox_controller::store::Store;
+use tests::sushy::{Emulator, Setup, PASSWORD, SYSTEM, USER};
+use tokio_util::sync::CancellationToken;
+
+const MAC: &str = "00:5c:52:31:3a:9c";
+
+fn manifest(address: &str, password: &str, image: bool) -> String {
+    let image = if image {
+        "  image:\n    url: http://127.0.0.1:1/image.raw\n    checksum: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n    format: raw\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: node-0-bmc\nstringData:\n  username: {USER}\n  password: {password}\n---\n\
+         apiVersion: metal3.io/v1alpha1\nkind: BareMetalHost\nmetadata:\n  name: node-0\nspec:\n  online: true\n  bootMACAddress: {MAC}\n  bmc:\n    address: {address}\n    credentialsName: node-0-bmc\n{image}"
+    )
+}
+
+struct Lab {
+    rec: Arc<Reconciler>,
+    cancel: CancellationToken,
+    dir: tempfile::TempDir,
+    run: tokio::task::JoinHandle<()>,
+}
+
+impl Lab {
+    fn start(dir: tempfile::TempDir, text: &str) -> Lab {
+        let store = Arc::new(Store::open(&dir.path().join("state.redb")).unwrap());
+        let cfg = Config {
+            limits: Limits {
+                boot_timeout_ms: 60_000,
+                backoff_base_ms: 500,
+                backoff_max_ms: 2_000,
+                ..Limits::default()
+            },
+            provisioning_limit: 4,
+            workers: 4,
+            agent_url: "https://127.0.0.1:9443".into(),
+            ca_fingerprint: "sha256:00".into(),
+            token_ttl: Duration::from_secs(600),
+            ramdisk_cmdline: None,
+        };
+        let rec = Reconciler::new(
+            store,
+            Arc::new(RedfishBmc::default()),
+            Box::new(|_, _, _| Ok(None)),
+            cfg,
+        );
+        let mut m = manifests::Manifests::default();
+        manifests::read_text(Path::new("hosts.yaml"), text, &mut m);
+        assert!(m.problems.is_empty(), "{:?}", m.problems);
+        manifests::sync(&rec, &m);
+        let cancel = CancellationToken::new();
+        let run = tokio::spawn(rec.clone().run(cancel.clone()).map_ok());
+        Lab {
+            rec,
+            cancel,
+            dir,
+            run,
+        }
+    }
+
+    fn apply(&self, text: &str) {
+        let mut m = manifests::Manifests::default();
+        manifests::read_text(Path::new("hosts.yaml"), text, &mut m);
+        manifests::sync(&self.rec, &m);
+    }
+
+    fn key() -> HostKey {
+        HostKey::new("default", "node-0")
+    }
+
+    fn status(&self) -> ferrox_controller::model::HostStatus {
+        self.rec
+            .store()
+            .host(&Self::key())
+            .unwrap()
+            .map(|r| r.status)
+            .unwrap_or_default()
+    }
+
+    async fn wait(
+        &self,
+        what: &str,
+        limit: Duration,
+        f: impl Fn(&ferrox_controller::model::HostStatus) -> bool,
+    ) {
+        let t0 = Instant::now();
+        loop {
+            let st = self.status();
+            if f(&st) {
+                return;
+            }
+            assert!(t0.elapsed() < limit, "waiting for {what}: status {st:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The token netboot would put in this host's iPXE script.
+    fn netboot_token(&self) -> Option<String> {
+        self.rec
+            .netboot_hosts()
+            .unwrap()
+            .iter()
+            .find(|h| h["mac"] == MAC)
+            .and_then(|h| h["boot"]["token"].as_str().map(str::to_string))
+    }
+
+    async fn stop(self) -> tempfile::TempDir {
+        self.cancel.cancel();
+        self.run.await.unwrap();
+        self.dir
+    }
+}
+
+trait MapOk {
+    fn map_ok(self) -> impl std::future::Future<Output = ()> + Send;
+}
+impl<F: std::future::Future<Output = Result<(), ferrox_controller::store::StoreError>> + Send> MapOk
+    for F
+{
+    async fn map_ok(self) {
+        self.await.unwrap()
+    }
+}
+
+fn enroll(token: &str, mac: &str) -> Enroll {
+    Enroll {
+        protocol: agent_proto::PROTOCOL_VERSION,
+        token: token.into(),
+        csr_pem: String::new(),
+        boot_mac: mac.into(),
+        address: "192.0.2.10".into(),
+        macs: vec![mac.into()],
+        system_uuid: Some(SYSTEM.into()),
+        system_serial: None,
+        ready_after_seconds: 3.0,
+    }
+}
+
+/// Plays the agent: takes the next command and answers it with `outcome`.
+async fn answer(rec: &Reconciler, key: &HostKey, outcome: impl Fn(&Action) -> Outcome) -> Action {
+    let t0 = Instant::now();
+    loop {
+        if let Some(cmd) = rec.next_command(key) {
+            let o = outcome(&cmd.action);
+            rec.agent_event(
+                key,
+                &Event::Done {
+                    command: cmd.id.clone(),
+                    outcome: o,
+                },
+            );
+            // A duplicate delivery of the same result changes nothing.
+            return cmd.action;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no command for the agent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sushy() -> Emulator {
+    Emulator::start(Setup {
+        basic_auth: true,
+        ..Setup::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and sushy-tools (hack/sushy-tools.sh): run by hack/test.sh"]
+async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfish_bmc() {
+    let emu = sushy();
+    let address = emu.address("redfish+http", Some(SYSTEM));
+    let lab = Lab::start(
+        tempfile::tempdir().unwrap(),
+        &manifest(&address, PASSWORD, false),
+    );
+    let key = Lab::key();
+
+    lab.wait(
+        "inspecting with a boot token for netboot",
+        Duration::from_secs(60),
+        |s| s.state == State::Inspecting && s.boot_token.is_some(),
+    )
+    .await;
+    let token = lab
+        .netboot_token()
+        .expect("netboot serves the host's token");
+    // Another machine presenting the token is refused; the host's own agent then gets in.
+    assert_eq!(
+        lab.rec.redeem(&token, &enroll(&token, "52:54:00:ff:ff:ff")),
+        Err(Refusal::WrongHost(MAC.into()))
+    );
+    assert_eq!(
+        lab.rec.redeem(&token, &enroll(&token, &MAC.to_uppercase())),
+        Ok(key.clone())
+    );
+    assert_eq!(
+        lab.rec.redeem(&token, &enroll(&token, MAC)),
+        Err(Refusal::TokenUsed),
+        "single use"
+    );
+    assert_eq!(
+        lab.rec.redeem("never-minted", &enroll("never-minted", MAC)),
+        Err(Refusal::UnknownToken)
+    );
+    let events = lab.rec.store().events(Some(&key)).unwrap();
+    assert!(
+        events.iter().any(|e| e.warning
+            && e.reason == "EnrollmentRefused"
+            && e.message.contains("replayed")),
+        "{events:#?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.reason == "EnrollmentRefused" && e.message.contains("another machine")));
+    assert!(
+        lab.netboot_token().is_none(),
+        "netboot stops serving a redeemed token"
+    );
+    let action = answer(&lab.rec, &key, |_| Outcome::Inventory {
+        inventory: Box::new(FullInventory::default()),
+    })
+    .await;
+    assert_eq!(action, Action::Inspect);
+    lab.wait("available", Duration::from_secs(30), |s| {
+        s.state == State::Available && s.hardware.is_some()
+    })
+    .await;
+
+    lab.apply(&manifest(&address, PASSWORD, true));
+    lab.wait("provisioning", Duration::from_secs(30), |s| {
+        s.state == State::Provisioning && s.op.is_some()
+    })
+    .await;
+    let action = answer(&lab.rec, &key, |_| Outcome::Ok {
+        summary: "wrote".into(),
+        device: Some("/dev/vda".into()),
+    })
+    .await;
+    match action {
+        Action::WriteImage(w) => {
+            assert_eq!(w.url, "http://127.0.0.1:1/image.raw");
+            assert_eq!(
+                w.checksum,
+                "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            );
+        }
+        other => panic!("expected a write, got {other:?}"),
+    }
+    lab.wait("provisioned", Duration::from_secs(30), |s| {
+        s.state == State::Provisioned
+    })
+    .await;
+    let st = lab.status();
+    assert_eq!(st.root_device.as_deref(), Some("/dev/vda"));
+    assert!(st.error.is_none());
+
+    // Restart the controller: state survives, nothing is redone.
+    let dir = lab.stop().await;
+    let lab = Lab::start(dir, &manifest(&address, PASSWORD, true));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(lab.status().state, State::Provisioned);
+    assert!(lab.status().op.is_none());
+
+    // Removing the image deprovisions: the host boots the agent again and gets a metadata wipe.
+    lab.apply(&manifest(&address, PASSWORD, false));
+    lab.wait("deprovisioning boot", Duration::from_secs(60), |s| {
+        s.state == State::Deprovisioning && s.boot_token.is_some()
+    })
+    .await;
+    let token = lab.netboot_token().unwrap();
+    lab.rec.redeem(&token, &enroll(&token, MAC)).unwrap();
+    let action = answer(&lab.rec, &key, |_| Outcome::Ok {
+        summary: "wiped".into(),
+        device: None,
+    })
+    .await;
+    assert!(
+        matches!(
+            action,
+            Action::Wipe {
+                mode: agent_proto::WipeMode::Metadata,
+                ..
+            }
+        ),
+        "{action:?}"
+    );
+    lab.wait("available again", Duration::from_secs(30), |s| {
+        s.state == State::Available
+    })
+    .await;
+
+    // Deleting the manifest powers the host off and forgets it.
+    lab.apply("");
+    let t0 = Instant::now();
+    while lab.rec.store().host(&key).unwrap().is_some() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "host not deleted: {:#?}",
+            lab.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let states: Vec<String> = lab
+        .rec
+        .store()
+        .events(Some(&key))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason == "StateChanged")
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        states.ends_with(&[
+            "available -> powering off before delete".to_string(),
+            "powering off before delete -> deleting".to_string()
+        ]),
+        "{states:?}"
+    );
+    lab.stop().await;
+    drop(emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and sushy-tools (hack/sushy-tools.sh): run by hack/test.sh"]
+async fn registration_errors_are_readable_and_retried() {
+    let emu = sushy();
+    let good = emu.address("redfish+http", Some(SYSTEM));
+    let cases: Vec<(String, &str, &str)> = vec![
+        (good.clone(), "wrong-password", "credentials"),
+        (
+            "ipmi://10.0.0.1:623".to_string(),
+            PASSWORD,
+            "ipmi driver is not supported",
+        ),
+        ("redfish+http://[::1".to_string(), PASSWORD, "BMC address"),
+        (
+            format!(
+                "redfish+http://127.0.0.1:{}/redfish/v1/Systems/1",
+                closed_port()
+            ),
+            PASSWORD,
+            "127.0.0.1",
+        ),
+    ];
+    for (address, password, want) in cases {
+        let lab = Lab::start(
+            tempfile::tempdir().unwrap(),
+            &manifest(&address, password, false),
+        );
+        lab.wait("a registration error", Duration::from_secs(30), |s| {
+            s.error.is_some()
+        })
+        .await;
+        let st = lab.status();
+        let e = st.error.clone().unwrap();
+        assert_eq!(e.kind, ErrorType::Registration, "{address}");
+        assert_eq!(st.operational, Operational::Error);
+        assert!(
+            e.message.to_lowercase().contains(&want.to_lowercase()),
+            "{address}: {}",
+            e.message
+        );
+        assert!(!e.message.contains(PASSWORD), "no secrets in errors");
+        assert!(!e.message.contains('\n'), "one line");
+        lab.wait("a retry", Duration::from_secs(10), |s| s.error_count >= 2)
+            .await;
+        lab.stop().await;
+    }
+
+    // A missing Secret says which, and fixing it recovers.
+    let text = manifest(&good, PASSWORD, false);
+    let host_only = &text[text.find("apiVersion: metal3.io").unwrap()..];
+    let lab = Lab::start(tempfile::tempdir().unwrap(), host_only);
+    lab.wait("a registration error", Duration::from_secs(30), |s| {
+        s.error.is_some()
+    })
+    .await;
+    assert!(lab
+        .status()
+        .error
+        .unwrap()
+        .message
+        .contains("Secret default/node-0-bmc not found"));
+    lab.apply(&text);
+    lab.wait("registered", Duration::from_secs(30), |s| {
+        s.state == State::Inspecting && s.error.is_none()
+    })
+    .await;
+    lab.stop().await;
+}
+
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
