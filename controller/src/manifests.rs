@@ -101,17 +101,19 @@ pub fn read_text(path: &Path, text: &str, out: &mut Manifests) {
     }
     for d in found {
         match d {
-            Doc::Host(k, spec, obj) => {
-                if out.hosts.contains_key(&k) {
+            Doc::Host(k, spec, obj) => match out.hosts.entry(k) {
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    let k = e.key().clone();
                     out.problems.push((
                         path.to_path_buf(),
                         format!("BareMetalHost {k} is defined twice"),
                     ));
                     out.unsure.insert(k);
-                } else {
-                    out.hosts.insert(k, (spec, obj));
                 }
-            }
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert((*spec, obj));
+                }
+            },
             Doc::Secret(r, data) => {
                 out.secrets.insert(r, data);
             }
@@ -121,7 +123,7 @@ pub fn read_text(path: &Path, text: &str, out: &mut Manifests) {
 }
 
 enum Doc {
-    Host(HostKey, HostSpec, Value),
+    Host(HostKey, Box<HostSpec>, Value),
     Secret(SecretRef, BTreeMap<String, Vec<u8>>),
     Other,
 }
@@ -132,7 +134,7 @@ fn document(v: &Value) -> Result<Doc, String> {
     match (api, kind) {
         ("metal3.io/v1alpha1", "BareMetalHost") => {
             let (key, spec) = host_spec(v)?;
-            Ok(Doc::Host(key, spec, v.clone()))
+            Ok(Doc::Host(key, Box::new(spec), v.clone()))
         }
         ("v1", "Secret") => {
             let (ns, name) = meta(v)?;
