@@ -489,6 +489,26 @@ fn plan_mbr(
     })
 }
 
+/// What to zero of a `part_len`-byte partition after a `fs_len`-byte filesystem: the rest
+/// of a new (64 MiB) partition, so no stale signature there makes `blkid` doubt what it
+/// sees; of a bigger reused partition, up to 64 MiB and its last MiB (where end-of-device
+/// signatures such as md 1.0 and GPT backups live), not gigabytes.
+pub fn zero_ranges(fs_len: u64, part_len: u64) -> Vec<(u64, u64)> {
+    let head_end = part_len.min(PARTITION_BYTES + ALIGN_BYTES);
+    let mut out = Vec::new();
+    if fs_len < head_end {
+        out.push((fs_len, head_end));
+    }
+    let tail = part_len
+        .saturating_sub(ALIGN_BYTES)
+        .max(head_end)
+        .max(fs_len);
+    if tail < part_len {
+        out.push((tail, part_len));
+    }
+    out
+}
+
 fn random_guid() -> io::Result<[u8; 16]> {
     let mut raw = [0u8; 16];
     File::open("/dev/urandom")?.read_exact(&mut raw)?;
@@ -573,12 +593,14 @@ pub fn write_config_drive(
     file.write_all_at(&fs, start)
         .map_err(io_err("writing the config drive"))?;
     let zeros = vec![0u8; 1 << 20];
-    let mut at = fs.len() as u64;
-    while at < part_len {
-        let n = (part_len - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], start + at)
-            .map_err(io_err("zeroing the config drive partition"))?;
-        at += n as u64;
+    for (from, to) in zero_ranges(fs.len() as u64, part_len) {
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..n], start + at)
+                .map_err(io_err("zeroing the config drive partition"))?;
+            at += n as u64;
+        }
     }
     file.sync_data()
         .map_err(io_err("syncing the config drive"))?;

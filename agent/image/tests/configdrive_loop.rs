@@ -273,3 +273,40 @@ fn a_disk_without_room_or_table_is_refused_and_left_unchanged() {
     }
     assert_eq!(sha(&bare), before, "disk changed");
 }
+
+/// 4 KiB logical blocks (4Kn disks, many NVMe namespaces): every LBA in the tables counts
+/// 4096 bytes, the entry array takes 4 sectors, and sgdisk on such a device agrees.
+#[test]
+#[ignore = "needs root and sgdisk, blkid, mkfs.vfat, mtools: run by hack/test.sh"]
+fn gpt_on_4k_sectors() {
+    need_root_and(&["sgdisk", "blkid", "mkfs.vfat", "mcopy", "mtype"]);
+    let dir = tmpdir();
+    let (_, enc) = config_drive(dir.path());
+    let image = dir.path().join("image");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 * MIB)
+        .unwrap();
+    {
+        // sgdisk takes the sector size from the device, so the table is made on one.
+        let lo = Loop::attach(&image, &["--sector-size", "4096"]).unwrap();
+        run("sgdisk", &["-o", "-n", "1:256:+40M", lo.dev()]).unwrap();
+    }
+    let disk = disk_with(dir.path(), &image, 256 * MIB);
+    let lo = Loop::attach(&disk, &["--sector-size", "4096"]).unwrap();
+    let part = write_config_drive(&lo.path, &enc).unwrap();
+    assert_eq!((part.table, part.number), (TableKind::Gpt, 2));
+    let verify = stdout("sgdisk", &["-v", lo.dev()]);
+    assert!(verify.contains("No problems found"), "{verify}");
+    let info = stdout("sgdisk", &["-i", "2", lo.dev()]);
+    let sectors = 256 * MIB / 4096;
+    for want in [
+        format!("First sector: {} ", part.start_bytes / 4096),
+        format!("Last sector: {} ", sectors - 6),
+        "Partition name: 'config-2'".to_string(),
+    ] {
+        assert!(info.contains(&want), "{want:?} not in:\n{info}");
+    }
+    drop(lo);
+    check_partition(&disk, part.start_bytes, part.size_bytes);
+}

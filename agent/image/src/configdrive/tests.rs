@@ -434,3 +434,27 @@ fn decode_bounds_and_errors() {
         Err(ConfigDriveError::EncodedTooLarge { .. })
     ));
 }
+
+#[test]
+fn zero_ranges_cover_new_partitions_and_bound_reused_ones() {
+    let cases: Vec<(&str, u64, u64, Vec<(u64, u64)>)> = vec![
+        ("new 64 MiB", 2 * MIB, 64 * MIB, vec![(2 * MIB, 64 * MIB)]),
+        ("new 65 MiB", 2 * MIB, 65 * MIB, vec![(2 * MIB, 65 * MIB)]),
+        ("filesystem fills it", 64 * MIB, 64 * MIB, vec![]),
+        (
+            "reused 10 GiB",
+            2 * MIB,
+            10 << 30,
+            vec![(2 * MIB, 65 * MIB), ((10 << 30) - MIB, 10 << 30)],
+        ),
+        (
+            "reused 65.5 MiB",
+            2 * MIB,
+            65 * MIB + MIB / 2,
+            vec![(2 * MIB, 65 * MIB), (65 * MIB, 65 * MIB + MIB / 2)],
+        ),
+    ];
+    for (name, fs, part, want) in cases {
+        assert_eq!(zero_ranges(fs, part), want, "{name}");
+    }
+}
