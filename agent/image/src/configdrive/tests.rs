@@ -437,7 +437,8 @@ fn decode_bounds_and_errors() {
 
 #[test]
 fn zero_ranges_cover_new_partitions_and_bound_reused_ones() {
-    let cases: Vec<(&str, u64, u64, Vec<(u64, u64)>)> = vec![
+    type Case = (&'static str, u64, u64, Vec<(u64, u64)>);
+    let cases: Vec<Case> = vec![
         ("new 64 MiB", 2 * MIB, 64 * MIB, vec![(2 * MIB, 64 * MIB)]),
         ("new 65 MiB", 2 * MIB, 65 * MIB, vec![(2 * MIB, 65 * MIB)]),
         ("filesystem fills it", 64 * MIB, 64 * MIB, vec![]),
