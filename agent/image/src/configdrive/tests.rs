@@ -490,7 +490,7 @@ fn mutated_tables_never_panic_and_plans_stay_in_bounds() {
             let at = match rnd() % 4 {
                 0 => 446 + rnd() % 66,
                 1 => 512 + rnd() % 92,
-                _ => (rnd() % (34 * 512)),
+                _ => rnd() % (34 * 512),
             } as usize;
             d.bytes[at] = rnd() as u8;
         }
