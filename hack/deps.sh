@@ -19,6 +19,9 @@ PKGS=(
   dpkg-dev make file cpio kmod linux-image-amd64 qemu-system-x86
   # the agent's DHCP client against the real peer, in network namespaces
   dnsmasq-base iproute2
+  # config drives: mtools reads the FAT image; cloud-init's reader (unpacked, not installed, by
+  # hack/cloud-init-read-config-drive.sh) needs these Python modules
+  mtools python3-yaml python3-jinja2 python3-jsonpatch python3-jsonschema
 )
 
 missing=()

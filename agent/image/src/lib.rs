@@ -3,6 +3,7 @@
 //!
 //! The entry point is [`write_image`]; see [`pipeline`] for the stages and the safety order.
 pub mod checksum;
+pub mod configdrive;
 pub mod format;
 pub mod hints;
 pub mod http;
