@@ -3,6 +3,7 @@
 //! ([`model`]); stores, the BMC driver, netboot and the agent API are thin shells around it.
 
 pub mod bmc;
+pub mod configdrive;
 pub mod feed;
 pub mod machine;
 pub mod manifests;

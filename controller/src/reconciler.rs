@@ -80,14 +80,12 @@ pub trait Bmc: Send + Sync + 'static {
     ) -> BoxFut<'a, Result<(), String>>;
 }
 
+/// Secret data by reference.
+pub type SecretLookup<'a> = dyn Fn(&SecretRef) -> Option<BTreeMap<String, Vec<u8>>> + 'a;
+
 /// Builds a host's config drive (gzip + base64 of a config-2 filesystem), or says why not.
-pub type ConfigDriveFn = dyn Fn(
-        &HostKey,
-        &HostSpec,
-        &dyn Fn(&SecretRef) -> Option<BTreeMap<String, Vec<u8>>>,
-    ) -> Result<Option<String>, String>
-    + Send
-    + Sync;
+pub type ConfigDriveFn =
+    dyn Fn(&HostKey, &HostSpec, &SecretLookup) -> Result<Option<String>, String> + Send + Sync;
 
 /// Called when a host's next command changes.
 pub type Wake = Box<dyn Fn(&HostKey) + Send + Sync>;

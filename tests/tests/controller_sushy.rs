@@ -60,7 +60,7 @@ impl Lab {
         let rec = Reconciler::new(
             store,
             Arc::new(RedfishBmc::default()),
-            Box::new(|_, _, _| Ok(None)),
+            Box::new(ferrox_controller::configdrive::render),
             cfg,
         );
         let mut m = manifests::Manifests::default();
@@ -264,6 +264,10 @@ async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfis
             assert_eq!(
                 w.checksum,
                 "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            );
+            assert!(
+                w.config_drive.is_some(),
+                "a config drive always goes with the image"
             );
         }
         other => panic!("expected a write, got {other:?}"),
