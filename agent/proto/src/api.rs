@@ -7,6 +7,11 @@
 //! | `POST /v1/agent/enroll` | boot token (server-authenticated TLS only) | [`Enroll`] → [`Enrolled`] |
 //! | `POST /v1/agent/heartbeat` | client certificate | [`Heartbeat`] → [`HeartbeatReply`] (long poll) |
 //! | `POST /v1/agent/events` | client certificate | [`Events`] → `204` |
+//! | `POST /v1/agent/renew` | client certificate | [`Renew`] → [`Enrolled`] (a fresh certificate for the same host) |
+//!
+//! The host an authenticated call acts for is the one its client certificate names, never
+//! anything in a body. Bodies may carry `host` (what the agent believes it is): a mismatch is
+//! refused with `wrong-host`, so a confused agent learns it rather than acting for nobody.
 //!
 //! Errors come back as a non-2xx status with an [`ApiError`] body.
 //!
@@ -47,7 +52,19 @@ pub struct Enroll {
     pub ready_after_seconds: f64,
 }
 
-/// The reply to [`Enroll`]: a short-lived client certificate bound to this host.
+/// `POST /v1/agent/renew`: a new certificate for the key in `csr_pem`, for the host the
+/// presented (still valid) certificate names. Agents renew before `not_after_unix`, since the
+/// boot token cannot be used twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Renew {
+    /// [`crate::PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// PKCS#10 CSR, PEM.
+    pub csr_pem: String,
+}
+
+/// The reply to [`Enroll`] and [`Renew`]: a short-lived client certificate bound to this host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Enrolled {
@@ -73,6 +90,9 @@ pub struct Heartbeat {
     pub running: Option<String>,
     /// Longest the agent is willing to wait for an answer, seconds (the controller may answer sooner).
     pub wait_seconds: u32,
+    /// `namespace/name` the agent enrolled as ([`Enrolled::host`]); checked against the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The reply to [`Heartbeat`].
@@ -154,6 +174,9 @@ pub struct WriteImage {
 pub struct Events {
     /// Oldest first.
     pub events: Vec<Event>,
+    /// `namespace/name` the agent enrolled as ([`Enrolled::host`]); checked against the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// One thing the agent reports.
@@ -221,7 +244,7 @@ pub enum Outcome {
 #[serde(rename_all = "camelCase")]
 pub struct ApiError {
     /// Machine-readable: `bad-token`, `token-used`, `token-expired`, `no-certificate`,
-    /// `wrong-host`, `bad-request`, `protocol`.
+    /// `wrong-host`, `bad-request`, `too-large`, `protocol`, `not-found`, `internal`.
     pub code: String,
     /// One readable line.
     pub message: String,
