@@ -325,3 +325,81 @@ async fn a_controller_with_another_ca_is_refused_before_the_token_is_sent() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wipe_command_runs_through_the_loop_and_progress_is_throttled() {
+    let ca = Ca::generate().unwrap();
+    let s = serve(
+        &ca,
+        Arc::new(MemoryBackend::new()),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await;
+    let host = HostId::new("metal3", "worker-5").unwrap();
+    let token = s
+        .backend
+        .mint_token(&host, Duration::from_secs(60))
+        .unwrap();
+    let client = Arc::new(Client::new(&s.url(), &ca.fingerprint()).unwrap());
+    client.enroll(&token, &identity()).await.unwrap();
+    // A regular file stands in for a disk (the guard allows it only when told to).
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0xaau8; 4 << 20]).unwrap();
+    let exec = Arc::new(Executor::new(
+        Root::at(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../inspect/fixtures/firecracker-vm"
+        )),
+        GuardPolicy {
+            allow_regular_file: true,
+            ..GuardPolicy::default()
+        },
+    ));
+    let cancel = CancellationToken::new();
+    let agent = tokio::spawn(heartbeat::run(client, exec, fast(), cancel.clone()));
+    let started = std::time::Instant::now();
+    s.backend.push_command(
+        &host,
+        cmd(
+            "wipe-1",
+            Action::Wipe {
+                mode: agent_proto::WipeMode::Metadata,
+                devices: vec![disk.display().to_string()],
+            },
+        ),
+    );
+    assert!(
+        s.backend
+            .wait_for(Duration::from_secs(20), |r| !dones(
+                &r.events_of(&host),
+                "wipe-1"
+            )
+            .is_empty())
+            .await
+    );
+    let elapsed = started.elapsed();
+    let r = s.backend.record();
+    match dones(&r.events_of(&host), "wipe-1")[..] {
+        [Outcome::Ok { summary, .. }] => assert!(summary.contains("disk.img"), "{summary}"),
+        ref o => panic!("{o:?}"),
+    }
+    let data = std::fs::read(&disk).unwrap();
+    assert!(
+        data[..1 << 20].iter().all(|&b| b == 0),
+        "the first MiB was wiped"
+    );
+    let progress = r
+        .events_of(&host)
+        .iter()
+        .filter(|e| matches!(e, Event::Progress { .. }))
+        .count();
+    let allowed = 1 + (elapsed.as_millis() / fast().progress_interval.as_millis()) as usize;
+    assert!(
+        progress <= allowed,
+        "{progress} progress events in {elapsed:?}"
+    );
+    cancel.cancel();
+    agent.await.unwrap().unwrap();
+    s.stop().await;
+}
