@@ -46,50 +46,13 @@ const MAC_PATTERN_ANCHORED: &str = "^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$";
     namespaced,
     status = "BareMetalHostStatus",
     doc = "BareMetalHost is the Schema for the baremetalhosts API",
-    printcolumn(
-        name = "Status",
-        type_ = "string",
-        json_path = ".status.operationalStatus",
-        description = "Operational status",
-        priority = 1
-    ),
-    printcolumn(
-        name = "State",
-        type_ = "string",
-        json_path = ".status.provisioning.state",
-        description = "Provisioning status"
-    ),
-    printcolumn(
-        name = "Consumer",
-        type_ = "string",
-        json_path = ".spec.consumerRef.name",
-        description = "Consumer using this host"
-    ),
-    printcolumn(
-        name = "BMC",
-        type_ = "string",
-        json_path = ".spec.bmc.address",
-        description = "Address of management controller",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Online",
-        type_ = "string",
-        json_path = ".spec.online",
-        description = "Whether the host is online or not"
-    ),
-    printcolumn(
-        name = "Error",
-        type_ = "string",
-        json_path = ".status.errorType",
-        description = "Type of the most recent error"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp",
-        description = "Time duration since creation of BaremetalHost"
-    )
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.operationalStatus", "description": "Operational status", "priority": 1}"#,
+    printcolumn = r#"{"name": "State", "type": "string", "jsonPath": ".status.provisioning.state", "description": "Provisioning status"}"#,
+    printcolumn = r#"{"name": "Consumer", "type": "string", "jsonPath": ".spec.consumerRef.name", "description": "Consumer using this host"}"#,
+    printcolumn = r#"{"name": "BMC", "type": "string", "jsonPath": ".spec.bmc.address", "description": "Address of management controller", "priority": 1}"#,
+    printcolumn = r#"{"name": "Online", "type": "string", "jsonPath": ".spec.online", "description": "Whether the host is online or not"}"#,
+    printcolumn = r#"{"name": "Error", "type": "string", "jsonPath": ".status.errorType", "description": "Type of the most recent error"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp", "description": "Time duration since creation of BaremetalHost"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = crate::schema::strip_null)]
