@@ -223,3 +223,59 @@ fn deployments_are_wired() -> Result<()> {
     assert_eq!(pod["volumes"][0]["configMap"]["name"], "ferrox-netboot");
     Ok(())
 }
+
+/// The real kustomize (built into kubectl) renders the tree: namespace applied to every
+/// namespaced object, images rewritten.
+#[test]
+#[ignore = "needs kubectl (with built-in kustomize): run by hack/test.sh"]
+fn kubectl_kustomize_renders_the_tree() -> Result<()> {
+    let out = match std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(deploy_dir())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("kubectl not installed: skipping");
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("running kubectl kustomize"),
+    };
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let mut rendered = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v = serde_yaml::Value::deserialize(doc)?;
+        if !v.is_null() {
+            rendered.push(serde_json::to_value(v)?);
+        }
+    }
+    assert_eq!(rendered.len(), objects()?.len(), "object count");
+    let cluster_scoped = [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ];
+    for o in &rendered {
+        let kind = o["kind"].as_str().unwrap_or_default();
+        if !cluster_scoped.contains(&kind) {
+            assert_eq!(
+                o["metadata"]["namespace"], "ferrox-system",
+                "{kind} {}",
+                o["metadata"]["name"]
+            );
+        }
+        if kind == "Deployment" {
+            let image = o["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(image.starts_with("ghcr.io/ferrox/"), "image {image}");
+        }
+    }
+    Ok(())
+}
