@@ -528,3 +528,67 @@ mod tests {
         }
     }
 }
+
+/// The `HardwareData` object for `host`'s inspection results: same name and namespace as the
+/// host, owned by it (a controller owner reference, so deleting the host deletes it).
+///
+/// Returns `None` when the host has no name or uid yet (it was never stored by the API server).
+pub fn hardware_data_for(
+    host: &crate::bmh::BareMetalHost,
+    hardware: HardwareDetails,
+) -> Option<HardwareData> {
+    use kube::Resource;
+    let owner = host.controller_owner_ref(&())?;
+    let mut hd = HardwareData::new(
+        host.metadata.name.as_deref()?,
+        HardwareDataSpec {
+            hardware: Some(hardware),
+        },
+    );
+    hd.metadata.namespace = host.metadata.namespace.clone();
+    hd.metadata.owner_references = Some(vec![owner]);
+    Some(hd)
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::*;
+    use crate::bmh::{BareMetalHost, BareMetalHostSpec};
+
+    #[test]
+    fn hardware_data_is_named_and_owned_like_the_host() {
+        let mut host = BareMetalHost::new("worker-0", BareMetalHostSpec::default());
+        assert!(
+            hardware_data_for(&host, HardwareDetails::default()).is_none(),
+            "no uid yet"
+        );
+        host.metadata.namespace = Some("metal3".into());
+        host.metadata.uid = Some("6f1c-uid".into());
+        let details = HardwareDetails {
+            hostname: Some("worker-0".into()),
+            ..Default::default()
+        };
+        let hd = hardware_data_for(&host, details.clone()).unwrap();
+        assert_eq!(hd.metadata.name.as_deref(), Some("worker-0"));
+        assert_eq!(hd.metadata.namespace.as_deref(), Some("metal3"));
+        assert_eq!(hd.spec.hardware, Some(details));
+        let owners = hd.metadata.owner_references.unwrap();
+        assert_eq!(owners.len(), 1);
+        let o = &owners[0];
+        assert_eq!(
+            (
+                o.api_version.as_str(),
+                o.kind.as_str(),
+                o.name.as_str(),
+                o.uid.as_str()
+            ),
+            (
+                "metal3.io/v1alpha1",
+                "BareMetalHost",
+                "worker-0",
+                "6f1c-uid"
+            )
+        );
+        assert_eq!(o.controller, Some(true));
+    }
+}

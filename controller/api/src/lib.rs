@@ -23,7 +23,7 @@ pub use bmh::{
     SoftwareRaidVolume, SwitchPort,
 };
 pub use conditions::{set_condition, ConditionStatus};
-pub use hardware::{HardwareData, HardwareDataSpec, HardwareDetails};
+pub use hardware::{hardware_data_for, HardwareData, HardwareDataSpec, HardwareDetails};
 pub use printing::table;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
