@@ -98,12 +98,16 @@ fn image_reason(e: &ImageError) -> &'static str {
     }
 }
 
-/// THE CONFIG-DRIVE SEAM. `agent_image::configdrive::write_config_drive(device, gzip_base64)`
-/// is being written on another branch; once it lands, this function calls it and maps its
-/// error to `Failed { reason: "config-drive", message: error_chain(&e) }`. Until then every
-/// image write with a config drive fails here, after the image itself was written and verified.
-fn write_config_drive(_device: &Path, _gzip_base64: &str) -> Outcome {
-    failed("config-drive", "this agent cannot write config drives yet")
+/// DESTRUCTIVE: adds (or reuses) the config-2 partition at the end of `device` and writes the
+/// config drive into it. Called only after the image was written and its checksum verified.
+fn write_config_drive(device: &Path, gzip_base64: &str) -> Result<String, Outcome> {
+    match agent_image::configdrive::write_config_drive(device, gzip_base64) {
+        Ok(p) => Ok(format!(
+            "config drive in partition {} ({} bytes at {})",
+            p.number, p.size_bytes, p.start_bytes
+        )),
+        Err(e) => Err(failed("config-drive", error_chain(&e))),
+    }
 }
 
 impl Executor {
@@ -276,15 +280,16 @@ impl Executor {
             Ok(r) => r,
             Err(e) => return failed(image_reason(&e), error_chain(&e)),
         };
-        if let Some(cd) = w.config_drive.as_deref() {
-            // See write_config_drive: the seam for the config-drive writer.
-            if let o @ Outcome::Failed { .. } = write_config_drive(&device, cd) {
-                return o;
-            }
-        }
+        let drive = match w.config_drive.as_deref() {
+            Some(cd) => match write_config_drive(&device, cd) {
+                Ok(s) => format!("; {s}"),
+                Err(o) => return o,
+            },
+            None => String::new(),
+        };
         Outcome::Ok {
             summary: format!(
-                "wrote {} ({} bytes, {}) to {}, {} verified",
+                "wrote {} ({} bytes, {}) to {}, {} verified{drive}",
                 report.url,
                 report.disk_bytes,
                 report.format,
@@ -390,11 +395,11 @@ mod tests {
     }
 
     #[test]
-    fn config_drive_seam_fails_with_its_reason() {
-        match write_config_drive(Path::new("/dev/null"), "H4sI") {
-            Outcome::Failed { reason, message } => {
+    fn a_config_drive_that_does_not_decode_fails_with_its_reason() {
+        match write_config_drive(Path::new("/dev/null"), "not base64!") {
+            Err(Outcome::Failed { reason, message }) => {
                 assert_eq!(reason, "config-drive");
-                assert!(message.contains("cannot write config drives yet"));
+                assert!(!message.is_empty());
             }
             o => panic!("{o:?}"),
         }
