@@ -1,7 +1,8 @@
-//! The netboot feed: `GET /v1/netboot/hosts?after=REV` tells ferrox-netboot which MACs boot the
+//! The local API. The netboot feed: `GET /v1/netboot/hosts?after=REV` tells ferrox-netboot which MACs boot the
 //! ramdisk now and with which one-time token. A long poll: answered as soon as the revision
 //! passes `REV`, else after [`HOLD`] with the current list. Every request must carry the feed's
-//! bearer token (the tokens in the answer are boot credentials).
+//! bearer token (the tokens in the answer are boot credentials). Also `GET /v1/records` and
+//! `GET /v1/events`, which `ferrox-controller get` reads while the controller holds the store.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -100,8 +101,40 @@ async fn handle(
             r#"{"error":"bearer token required"}"#.into(),
         );
     }
-    if req.method() != Method::GET || req.uri().path() != "/v1/netboot/hosts" {
+    if req.method() != Method::GET {
         return reply(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.into());
+    }
+    match req.uri().path() {
+        "/v1/netboot/hosts" => {}
+        // The local API `ferrox-controller get` reads while the controller holds the store.
+        "/v1/records" => {
+            return match rec.store().hosts() {
+                Ok(h) => {
+                    let list: Vec<_> = h.into_iter().map(|(_, r)| r).collect();
+                    reply(
+                        StatusCode::OK,
+                        serde_json::to_string(&list).unwrap_or_default(),
+                    )
+                }
+                Err(e) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{{\"error\":{:?}}}", crate::error_chain(&e)),
+                ),
+            }
+        }
+        "/v1/events" => {
+            return match rec.store().events(None) {
+                Ok(ev) => reply(
+                    StatusCode::OK,
+                    serde_json::to_string(&ev).unwrap_or_default(),
+                ),
+                Err(e) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{{\"error\":{:?}}}", crate::error_chain(&e)),
+                ),
+            }
+        }
+        _ => return reply(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.into()),
     }
     let after: Option<u64> = req
         .uri()

@@ -2,6 +2,7 @@
 //! back. The host state machine ([`machine`]) is a pure function over the controller's own model
 //! ([`model`]); stores, the BMC driver, netboot and the agent API are thin shells around it.
 
+pub mod agents;
 pub mod bmc;
 pub mod configdrive;
 pub mod feed;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod queue;
 pub mod reconciler;
 pub mod store;
+pub mod view;
 
 /// The whole chain of an error on one line: `what failed: why: deeper cause`.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -118,19 +118,24 @@ pub struct Desired {
     pub object: serde_json::Value,
 }
 
-/// Why an agent's enrollment was refused.
+/// Why an agent's enrollment was refused (with the host the token was minted for, when known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Never minted or already forgotten.
     UnknownToken,
     /// Used before.
-    TokenUsed,
+    TokenUsed(HostKey),
     /// Too old.
-    TokenExpired,
+    TokenExpired(HostKey),
     /// The host has been booted again since; this token is void.
-    Superseded,
+    Superseded(HostKey),
     /// The enrolling machine is not the host the token was minted for.
-    WrongHost(String),
+    WrongHost {
+        /// The host.
+        host: HostKey,
+        /// Its boot MAC.
+        mac: String,
+    },
     /// The controller could not check.
     Internal(String),
 }
@@ -426,6 +431,7 @@ impl Reconciler {
                     object: object.clone(),
                     spec: spec.clone(),
                     status: plan.status.clone(),
+                    created_ms: rec.as_ref().map_or(facts.now_ms, |r| r.created_ms),
                 };
                 let ok = self.store.update(key, |cur| {
                     if cur.as_ref().map(|c| &c.status) != before.as_ref() {
@@ -700,22 +706,24 @@ impl Reconciler {
                 let (host, r, why) = match refusal {
                     TokenRefusal::Unknown => (None, Refusal::UnknownToken, "an unknown boot token"),
                     TokenRefusal::Used(h) => (
-                        Some(h),
-                        Refusal::TokenUsed,
+                        Some(h.clone()),
+                        Refusal::TokenUsed(h),
                         "a boot token that was already used (replayed)",
                     ),
-                    TokenRefusal::Expired(h) => {
-                        (Some(h), Refusal::TokenExpired, "an expired boot token")
-                    }
+                    TokenRefusal::Expired(h) => (
+                        Some(h.clone()),
+                        Refusal::TokenExpired(h),
+                        "an expired boot token",
+                    ),
                     TokenRefusal::Superseded(h) => match wrong.take() {
                         Some(w) => (
-                            Some(h),
-                            Refusal::WrongHost(w),
+                            Some(h.clone()),
+                            Refusal::WrongHost { host: h, mac: w },
                             "the boot token of another machine",
                         ),
                         None => (
-                            Some(h),
-                            Refusal::Superseded,
+                            Some(h.clone()),
+                            Refusal::Superseded(h),
                             "the boot token of an earlier boot",
                         ),
                     },

@@ -73,6 +73,9 @@ pub struct HostRecord {
     pub spec: crate::model::HostSpec,
     /// What the controller knows and has done.
     pub status: HostStatus,
+    /// When the controller first saw the host (Unix ms): the object's AGE.
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 /// A boot token, stored by its SHA-256 only.
@@ -383,6 +386,7 @@ mod tests {
         HostRecord {
             object: serde_json::json!({"kind": "BareMetalHost"}),
             spec: Default::default(),
+            created_ms: 0,
             status: HostStatus {
                 state,
                 ..HostStatus::default()

@@ -209,7 +209,10 @@ async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfis
     // Another machine presenting the token is refused; the host's own agent then gets in.
     assert_eq!(
         lab.rec.redeem(&token, &enroll(&token, "52:54:00:ff:ff:ff")),
-        Err(Refusal::WrongHost(MAC.into()))
+        Err(Refusal::WrongHost {
+            host: key.clone(),
+            mac: MAC.into()
+        })
     );
     assert_eq!(
         lab.rec.redeem(&token, &enroll(&token, &MAC.to_uppercase())),
@@ -217,7 +220,7 @@ async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfis
     );
     assert_eq!(
         lab.rec.redeem(&token, &enroll(&token, MAC)),
-        Err(Refusal::TokenUsed),
+        Err(Refusal::TokenUsed(key.clone())),
         "single use"
     );
     assert_eq!(
