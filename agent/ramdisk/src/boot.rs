@@ -1,5 +1,6 @@
 //! PID 1: mount the pseudo filesystems, coldplug the modules, bring up the boot network, take
-//! the inventory, say hello to the controller, and never die. Every fatal error is printed on
+//! the inventory, enroll with the controller (mTLS; or the provisional plain-HTTP hello to an
+//! http:// stand-in) and run its commands, and never die. Every fatal error is printed on
 //! the console with its cause, then retried with backoff (or the machine powers off/reboots
 //! when `ferrox.fatal=` says so). A panic is caught and handled the same way: if PID 1 exits,
 //! the kernel panics and the operator sees nothing useful.
@@ -178,6 +179,14 @@ fn attempt(params: &BootParams) -> Result<(), Fatal> {
         );
         return Ok(());
     };
+    if controller.starts_with("https://") {
+        let (Some(ca), Some(token)) = (&params.ca_sha256, &params.token) else {
+            return Err(
+                "ferrox.controller= is https:// but ferrox.ca= or ferrox.token= is missing".into(),
+            );
+        };
+        return serve_controller(controller, ca, token, &up, &inventory, ready);
+    }
     let hello = agent_proto::Hello {
         protocol: agent_proto::PROTOCOL_VERSION,
         token: params.token.clone(),
@@ -190,6 +199,64 @@ fn attempt(params: &BootParams) -> Result<(), Fatal> {
     crate::report::post_json(&url, &serde_json::to_vec(&hello)?)?;
     say(&format!("hello sent to {url}"));
     Ok(())
+}
+
+/// The agent API (mTLS, the CA pinned by `ferrox.ca=`): enroll with the boot token, then take
+/// commands until one powers the machine off or reboots it. Returns only on failure.
+fn serve_controller(
+    url: &str,
+    ca: &str,
+    token: &str,
+    up: &net::Configured,
+    inventory: &agent_proto::FullInventory,
+    ready: f64,
+) -> Result<(), Fatal> {
+    use std::sync::Arc;
+
+    use crate::client::{Client, Identity};
+    use crate::heartbeat::{self, Ended, LoopOptions};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let client = Arc::new(Client::new(url, ca)?);
+    let id = Identity {
+        boot_mac: up.mac.clone(),
+        address: up.lease.address.to_string(),
+        macs: inventory
+            .hardware
+            .nics
+            .iter()
+            .filter_map(|n| n.mac.clone())
+            .collect(),
+        system_uuid: inventory
+            .ferrox_extra
+            .system
+            .as_ref()
+            .and_then(|s| s.uuid.clone()),
+        system_serial: inventory
+            .hardware
+            .system_vendor
+            .as_ref()
+            .and_then(|v| v.serial_number.clone()),
+        ready_after_seconds: ready,
+    };
+    let enrolled = rt.block_on(client.enroll(token, &id))?;
+    say(&format!("enrolled with {url} as {}", enrolled.host));
+    let ended = rt.block_on(heartbeat::run(
+        client,
+        Arc::new(crate::exec::Executor::host()),
+        LoopOptions::default(),
+        tokio_util::sync::CancellationToken::new(),
+    ))?;
+    let how = match ended {
+        Ended::PowerOff => Shutdown::PowerOff,
+        Ended::Reboot => Shutdown::Reboot,
+        Ended::Cancelled => return Err("the command loop ended".into()),
+    };
+    say(&format!("{how:?} as the controller asked"));
+    Err(Box::new(system::shutdown(how)))
 }
 
 /// Runs as PID 1; never returns.
