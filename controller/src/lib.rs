@@ -15,13 +15,4 @@ pub mod store;
 pub mod view;
 
 /// The whole chain of an error on one line: `what failed: why: deeper cause`.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        cur = e.source();
-    }
-    s
-}
+pub use controller_agentapi::error_chain;
