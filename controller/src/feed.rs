@@ -62,6 +62,7 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handle(req, &rec, &bearer, &cancel).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), svc);
             let _ = tokio::time::timeout(HOLD * 4, conn).await;
