@@ -456,37 +456,20 @@ impl Planner<'_> {
     }
 
     fn goto(&mut self, to: State) -> Step {
-        let now = self.facts.now_ms;
-        let from = self.st.state;
-        if from != State::None {
-            self.st.timings.push((
-                from.as_str().to_string(),
-                now.saturating_sub(self.st.state_since_ms),
-            ));
-            if self.st.timings.len() > 32 {
-                self.st.timings.remove(0);
-            }
-        }
-        self.st.state = to;
-        self.st.state_since_ms = now;
+        let note = transition(&mut self.st, to, self.facts.now_ms);
         self.st.error = None;
         self.st.error_count = 0;
         self.st.retry_at_ms = 0;
         if self.st.operational == Operational::Error {
             self.st.operational = Operational::Ok;
         }
-        let from_name = if from == State::None {
-            "(new)"
-        } else {
-            from.as_str()
-        };
-        self.note(false, "StateChanged", &format!("{from_name} -> {to}"));
+        self.events.push(note);
         (None, NOW)
     }
 
     fn fail(&mut self, kind: ErrorType, message: String) -> Step {
         let delay = fail_status(&mut self.st, kind, message.clone(), self.facts, self.lim);
-        self.note(true, reason_of(kind), &message);
+        self.note(true, kind.reason(), &message);
         (None, Some(delay))
     }
 
@@ -505,16 +488,6 @@ fn failure(outcome: &Outcome, what: &str) -> String {
         Outcome::Ok { .. } | Outcome::Inventory { .. } => {
             format!("the agent answered the {what} command with the wrong kind of result")
         }
-    }
-}
-
-fn reason_of(kind: ErrorType) -> &'static str {
-    match kind {
-        ErrorType::Registration | ErrorType::ProvisionedRegistration => "RegistrationError",
-        ErrorType::Inspection => "InspectionError",
-        ErrorType::Provisioning => "ProvisioningError",
-        ErrorType::Preparation => "PreparationError",
-        ErrorType::PowerManagement => "PowerManagementError",
     }
 }
 
@@ -559,7 +532,7 @@ pub fn absorb(
             fail_status(&mut st, kind, message.clone(), facts, lim);
             notes.push(Note {
                 warning: true,
-                reason: reason_of(kind).to_string(),
+                reason: kind.reason().to_string(),
                 message,
             });
             if *act == Act::BootAgent {
@@ -587,9 +560,7 @@ pub fn absorb(
                     } else {
                         State::Inspecting
                     };
-                    let (s, n) = transition(st, next, now);
-                    st = s;
-                    notes.push(n);
+                    notes.push(transition(&mut st, next, now));
                 }
                 (Act::BootAgent, _) => {
                     st.power = Power::On;
@@ -634,9 +605,7 @@ pub fn absorb(
                     st.power = Power::On;
                     st.agent.phase = AgentPhase::Down;
                     st.op = None;
-                    let (s, n) = transition(st, State::Provisioned, now);
-                    st = s;
-                    notes.push(n);
+                    notes.push(transition(&mut st, State::Provisioned, now));
                 }
                 (Act::Forget, _) => {}
                 (_, _) => {}
@@ -646,25 +615,30 @@ pub fn absorb(
     (st, notes)
 }
 
-fn transition(mut st: HostStatus, to: State, now: u64) -> (HostStatus, Note) {
+/// Enters `to`: records how long the previous state lasted, and the StateChanged Event.
+fn transition(st: &mut HostStatus, to: State, now: u64) -> Note {
     let from = st.state;
-    st.timings.push((
-        from.as_str().to_string(),
-        now.saturating_sub(st.state_since_ms),
-    ));
-    if st.timings.len() > 32 {
-        st.timings.remove(0);
+    if from != State::None {
+        st.timings.push((
+            from.as_str().to_string(),
+            now.saturating_sub(st.state_since_ms),
+        ));
+        if st.timings.len() > 32 {
+            st.timings.remove(0);
+        }
     }
     st.state = to;
     st.state_since_ms = now;
-    (
-        st,
-        Note {
-            warning: false,
-            reason: "StateChanged".into(),
-            message: format!("{from} -> {to}"),
-        },
-    )
+    let from_name = if from == State::None {
+        "(new)"
+    } else {
+        from.as_str()
+    };
+    Note {
+        warning: false,
+        reason: "StateChanged".into(),
+        message: format!("{from_name} -> {to}"),
+    }
 }
 
 fn error_kind(state: State, act: &Act, spec: &HostSpec) -> ErrorType {

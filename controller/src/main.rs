@@ -121,7 +121,7 @@ fn read_or_create_secret(path: &Path) -> Result<String> {
             return Ok(s);
         }
     }
-    let token = ferrox_controller::reconciler::mint_token();
+    let token = controller_agentapi::mint_token()?;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

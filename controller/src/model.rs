@@ -127,6 +127,17 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
+    /// The Event reason for an error of this kind (CamelCase, as Kubernetes reasons are).
+    pub fn reason(self) -> &'static str {
+        match self {
+            ErrorType::Registration | ErrorType::ProvisionedRegistration => "RegistrationError",
+            ErrorType::Inspection => "InspectionError",
+            ErrorType::Provisioning => "ProvisioningError",
+            ErrorType::Preparation => "PreparationError",
+            ErrorType::PowerManagement => "PowerManagementError",
+        }
+    }
+
     /// metal3's spelling.
     pub fn as_str(self) -> &'static str {
         match self {

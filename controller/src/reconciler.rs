@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::io::Read;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -167,23 +166,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// 32 bytes from the kernel's CSPRNG, base64url without padding (safe on a kernel command line).
-pub fn mint_token() -> String {
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("reading /dev/urandom");
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut s = String::with_capacity(43);
-    for chunk in b.chunks(3) {
-        let n = chunk.iter().fold(0u32, |n, &x| (n << 8) | x as u32) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    s
 }
 
 /// Hex SHA-256 of a token: how tokens are stored.
@@ -549,7 +531,8 @@ impl Reconciler {
                 let mac = spec.boot_mac.as_deref().ok_or_else(|| {
                     "spec.bootMACAddress is required to boot the host into the agent".to_string()
                 })?;
-                let token = mint_token();
+                let token =
+                    controller_agentapi::mint_token().map_err(|e| crate::error_chain(&e))?;
                 let boot = st.agent.boot + 1;
                 self.store
                     .put_token(
@@ -917,8 +900,8 @@ mod tests {
 
     #[test]
     fn tokens_are_43_url_safe_characters_and_differ() {
-        let a = mint_token();
-        let b = mint_token();
+        let a = controller_agentapi::mint_token().unwrap();
+        let b = controller_agentapi::mint_token().unwrap();
         assert_eq!(a.len(), 43);
         assert!(a
             .bytes()

@@ -133,23 +133,13 @@ pub fn status_json(rec: &HostRecord) -> Value {
     let hreason = st
         .error
         .as_ref()
-        .map(|e| reason_of(e.kind))
+        .map(|e| e.kind.reason())
         .unwrap_or("NoError");
     set(conditions::HEALTHY, healthy, hreason, hmsg);
     let ready = healthy && (avail || provisioned) && !progressing;
     set(conditions::READY, ready, state_reason(state), "");
     status["conditions"] = serde_json::to_value(&conds).unwrap_or(Value::Null);
     status
-}
-
-fn reason_of(kind: ErrorType) -> &'static str {
-    match kind {
-        ErrorType::Registration | ErrorType::ProvisionedRegistration => "RegistrationError",
-        ErrorType::Inspection => "InspectionError",
-        ErrorType::Provisioning => "ProvisioningError",
-        ErrorType::Preparation => "PreparationError",
-        ErrorType::PowerManagement => "PowerManagementError",
-    }
 }
 
 fn state_reason(s: State) -> &'static str {

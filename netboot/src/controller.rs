@@ -155,7 +155,7 @@ pub async fn follow(
                 continue;
             }
             Ok(Err(e)) => {
-                let msg = crate_chain(&e);
+                let msg = crate::error_chain(&e);
                 if msg != last_err {
                     warn!(controller = %base, "host list: {msg}; keeping the last one and retrying");
                     last_err = msg;
@@ -174,17 +174,6 @@ pub async fn follow(
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
-}
-
-fn crate_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 async fn poll(

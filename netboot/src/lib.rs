@@ -199,3 +199,15 @@ pub async fn serve(
     }
     result
 }
+
+/// An error and its causes on one line (`what: why: deeper cause`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let cfg = match Config::load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ferrox-netboot: {}", chain(&e));
+            eprintln!("ferrox-netboot: {}", ferrox_netboot::error_chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -54,17 +54,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 fn read(path: &Option<std::path::PathBuf>, what: &str) -> anyhow::Result<Option<Bytes>> {
