@@ -6,6 +6,7 @@ pub mod agents;
 pub mod bmc;
 pub mod configdrive;
 pub mod feed;
+pub mod kubestore;
 pub mod machine;
 pub mod manifests;
 pub mod model;

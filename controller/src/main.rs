@@ -1,5 +1,6 @@
 //! `ferrox-controller`: thin dispatch. `run` reconciles the BareMetalHosts of a manifest
-//! directory with the embedded store; `get` prints them as `kubectl get bmh` would.
+//! directory, or with `--kube` those of a Kubernetes cluster (after taking the leader Lease);
+//! state is in the embedded store either way. `get` prints hosts as `kubectl get bmh` would.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use controller_agentapi::{AgentApi, Ca, Options};
 use ferrox_controller::machine::Limits;
 use ferrox_controller::reconciler::{Config, Reconciler};
 use ferrox_controller::store::{EventRecord, HostRecord, Store};
+use ferrox_controller::kubestore::{self, lease};
 use ferrox_controller::{agents, bmc, configdrive, feed, manifests, view};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -28,8 +30,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Reconcile the BareMetalHosts (and Secrets) in a directory of manifests, keeping state in
-    /// an embedded database under --state. Runs until SIGINT/SIGTERM.
+    /// Reconcile the BareMetalHosts (and Secrets) in a directory of manifests (--manifests) or in
+    /// a Kubernetes cluster (--kube), keeping state in an embedded database under --state. Runs
+    /// until SIGINT/SIGTERM (or, with --kube, until the leader Lease is lost).
     Run(RunArgs),
     /// Print hosts like `kubectl get bmh` (or their HardwareData, or Events).
     Get(GetArgs),
@@ -39,8 +42,26 @@ enum Cmd {
 struct RunArgs {
     /// Directory of BareMetalHost and Secret manifests (the YAML you would `kubectl apply`).
     /// Re-read every second: edit, add or remove files to change what the controller does.
+    #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
+    manifests: Option<PathBuf>,
+    /// Reconcile the BareMetalHosts of a Kubernetes cluster instead (in-cluster service account,
+    /// else KUBECONFIG): watches hosts and their Secrets, adds metal3's finalizer, writes status
+    /// through the status subresource, HardwareData and Events. Only the replica holding the
+    /// leader Lease acts; --state must then be a volume that follows the leader.
     #[arg(long)]
-    manifests: PathBuf,
+    kube: bool,
+    /// With --kube: watch only this namespace (default: every namespace).
+    #[arg(long, requires = "kube")]
+    namespace: Option<String>,
+    /// With --kube: namespace of the leader-election Lease (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ferrox-system")]
+    lease_namespace: String,
+    /// With --kube: name of the leader-election Lease.
+    #[arg(long, default_value = "ferrox-controller")]
+    lease_name: String,
+    /// With --kube: this replica's identity in the Lease and in Events (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// State directory: the database (hosts, tokens, CA), the local API's address and token.
     #[arg(long, default_value = "/var/lib/ferrox")]
     state: PathBuf,
@@ -182,18 +203,59 @@ fn run(a: RunArgs) -> Result<()> {
             .init();
     }
     std::fs::create_dir_all(&a.state).with_context(|| format!("creating {}", a.state.display()))?;
-    let first = manifests::read_dir(&a.manifests)
-        .with_context(|| format!("reading the manifest directory {}", a.manifests.display()))?;
-    let store = Arc::new(Store::open(&a.state.join("state.redb"))?);
-    let ca = load_ca(&store)?;
-    let fingerprint = ca.fingerprint();
-    let api_token = read_or_create_secret(&a.state.join("api.token"))?;
-    let server_name = host_of_url(&a.agent_url)?;
+    let first = match &a.manifests {
+        Some(dir) => Some(
+            manifests::read_dir(dir)
+                .with_context(|| format!("reading the manifest directory {}", dir.display()))?,
+        ),
+        None => None,
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        {
+            let cancel = cancel.clone();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                info!("shutting down");
+                cancel.cancel();
+            });
+        }
+        // In a cluster, the Lease comes first: the store is opened only by the leader.
+        let cluster = if a.kube {
+            let client = kube::Client::try_default().await.context(
+                "connecting to the Kubernetes API (in-cluster service account, or KUBECONFIG)",
+            )?;
+            let identity = match &a.identity {
+                Some(i) => i.clone(),
+                None => hostname()?,
+            };
+            let elector = Arc::new(lease::Elector::new(
+                client.clone(),
+                lease::LeaseConfig::new(&a.lease_namespace, &a.lease_name, &identity),
+            ));
+            info!(lease = %format!("{}/{}", a.lease_namespace, a.lease_name), %identity, "waiting for the leader Lease");
+            if !elector.acquire(&cancel).await {
+                return Ok(());
+            }
+            Some((client, elector, identity))
+        } else {
+            None
+        };
+
+        let store = Arc::new(Store::open(&a.state.join("state.redb"))?);
+        let ca = load_ca(&store)?;
+        let fingerprint = ca.fingerprint();
+        let api_token = read_or_create_secret(&a.state.join("api.token"))?;
+        let server_name = host_of_url(&a.agent_url)?;
         let cfg = Config {
             limits: Limits {
                 boot_timeout_ms: a.boot_timeout * 1000,
@@ -230,21 +292,25 @@ fn run(a: RunArgs) -> Result<()> {
         let api_addr = api_listener.local_addr()?;
         std::fs::write(a.state.join("api.address"), api_addr.to_string())?;
 
-        for (p, why) in manifests::sync(&rec, &first) {
-            tracing::error!(file = %p.display(), "manifest not applied: {why}");
+        if let Some(first) = &first {
+            for (p, why) in manifests::sync(&rec, first) {
+                tracing::error!(file = %p.display(), "manifest not applied: {why}");
+            }
         }
         info!(
             agent_api = %a.agent_listen,
             agent_url = %a.agent_url,
             ca = %fingerprint,
             local_api = %api_addr,
-            manifests = %a.manifests.display(),
-            hosts = first.hosts.len(),
+            source = %match &a.manifests {
+                Some(dir) => dir.display().to_string(),
+                None => "kubernetes".to_string(),
+            },
+            hosts = first.as_ref().map_or(0, |m| m.hosts.len()),
             provisioning_limit = a.provisioning_limit,
             "ferrox-controller starting"
         );
 
-        let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         {
             let c = cancel.clone();
@@ -256,25 +322,61 @@ fn run(a: RunArgs) -> Result<()> {
             api_token,
             cancel.clone(),
         ));
-        tasks.spawn(manifests::watch(
-            rec.clone(),
-            a.manifests.clone(),
-            Duration::from_secs(1),
-            cancel.clone(),
-        ));
-        let runner = tokio::spawn(rec.clone().run(cancel.clone()));
+        let lost = Arc::new(std::sync::Mutex::new(None::<String>));
+        let runner = match (&cluster, &a.manifests) {
+            (Some((client, elector, identity)), _) => {
+                let (c, e, l) = (cancel.clone(), elector.clone(), lost.clone());
+                tasks.spawn(async move {
+                    if let Err(why) = e.keep(&c).await {
+                        tracing::error!("leadership lost: {why}; stopping");
+                        *l.lock().unwrap() = Some(why);
+                        c.cancel();
+                    }
+                });
+                let settings = kubestore::Settings {
+                    namespace: a.namespace.clone(),
+                    identity: identity.clone(),
+                };
+                tokio::spawn(kubestore::serve(
+                    client.clone(),
+                    rec.clone(),
+                    settings,
+                    cancel.clone(),
+                ))
+            }
+            (None, Some(dir)) => {
+                tasks.spawn(manifests::watch(
+                    rec.clone(),
+                    dir.clone(),
+                    Duration::from_secs(1),
+                    cancel.clone(),
+                ));
+                tokio::spawn(rec.clone().run(cancel.clone()))
+            }
+            (None, None) => bail!("either --manifests or --kube is required"),
+        };
 
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        info!("shutting down");
-        cancel.cancel();
+        cancel.cancelled().await;
         while tasks.join_next().await.is_some() {}
-        runner.await??;
+        let ran = runner.await;
+        if let Some((_, elector, _)) = &cluster {
+            if let Err(e) = elector.release().await {
+                tracing::warn!(error = %ferrox_controller::error_chain(&e), "could not release the Lease");
+            }
+        }
+        ran??;
+        if let Some(why) = lost.lock().unwrap().take() {
+            bail!("{why}");
+        }
         Ok(())
     })
+}
+
+/// This machine's host name (a pod's name, in a cluster).
+fn hostname() -> Result<String> {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the host name (or pass --identity)")?;
+    Ok(h.trim().to_string())
 }
 
 /// Records and events: from the running controller's local API, else from the store directly.

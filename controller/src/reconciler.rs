@@ -89,6 +89,17 @@ pub type ConfigDriveFn =
 /// Called when a host's next command changes.
 pub type Wake = Box<dyn Fn(&HostKey) + Send + Sync>;
 
+/// Where a store front publishes what the reconciler persisted. The embedded store needs none
+/// (its records and event log are what `get` shows); the Kubernetes store writes the host's
+/// status subresource, its HardwareData and Events, and drops the finalizer once a deleted host
+/// is forgotten. Called after the store's transaction commits; must not block.
+pub trait Publish: Send + Sync {
+    /// The host's record changed, or was removed (the host is forgotten): read it from the store.
+    fn host_changed(&self, key: &HostKey);
+    /// Events were recorded for a host.
+    fn events(&self, events: &[EventRecord]);
+}
+
 /// Settings of the reconciler.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -152,6 +163,7 @@ pub struct Reconciler {
     queue: Queue<HostKey>,
     netboot_rev: watch::Sender<u64>,
     agent_wake: Mutex<Option<Wake>>,
+    publish: Mutex<Option<Arc<dyn Publish>>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -207,6 +219,7 @@ impl Reconciler {
             queue: Queue::default(),
             netboot_rev,
             agent_wake: Mutex::new(None),
+            publish: Mutex::new(None),
         })
     }
 
@@ -214,6 +227,18 @@ impl Reconciler {
     /// pending long poll answers at once.
     pub fn on_command_change(&self, f: Wake) {
         *self.agent_wake.lock().unwrap() = Some(f);
+    }
+
+    /// Publishes every persisted change to `p` as well (see [`Publish`]).
+    pub fn publish_to(&self, p: Arc<dyn Publish>) {
+        *self.publish.lock().unwrap() = Some(p);
+    }
+
+    fn changed(&self, key: &HostKey) {
+        let p = self.publish.lock().unwrap().clone();
+        if let Some(p) = p {
+            p.host_changed(key);
+        }
     }
 
     /// The store.
@@ -269,22 +294,27 @@ impl Reconciler {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(k, d)| {
-                k.namespace == r.namespace
-                    && (d
-                        .spec
-                        .bmc
-                        .as_ref()
-                        .is_some_and(|b| b.credentials_name == r.name)
-                        || [&d.spec.user_data, &d.spec.network_data, &d.spec.meta_data]
-                            .iter()
-                            .any(|s| s.as_ref() == Some(r)))
-            })
+            .filter(|(k, d)| refers_to(k, &d.spec, r))
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
             self.queue.now(k);
         }
+    }
+
+    /// Whether a Secret is known (set and not removed).
+    pub fn has_secret(&self, r: &SecretRef) -> bool {
+        self.secrets.lock().unwrap().contains_key(r)
+    }
+
+    /// Whether a desired host refers to the Secret (BMC credentials, userData, networkData,
+    /// metaData): the Kubernetes store keeps only those.
+    pub fn wants_secret(&self, r: &SecretRef) -> bool {
+        self.desired
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(k, d)| refers_to(k, &d.spec, r))
     }
 
     fn secret(&self, r: &SecretRef) -> Option<BTreeMap<String, Vec<u8>>> {
@@ -386,6 +416,10 @@ impl Reconciler {
         if let Err(e) = self.store.add_events(&recs) {
             warn!(host = %key, error = %crate::error_chain(&e), "could not record events");
         }
+        let p = self.publish.lock().unwrap().clone();
+        if let Some(p) = p {
+            p.events(&recs);
+        }
     }
 
     /// One reconcile of one host: steps until the machine waits. Returns when to look again.
@@ -426,6 +460,7 @@ impl Reconciler {
                     continue;
                 }
                 self.note_slot(key, plan.status.state);
+                self.changed(key);
                 if plan.status.boot_token != before.as_ref().and_then(|b| b.boot_token.clone()) {
                     self.netboot_rev.send_modify(|r| *r += 1);
                 }
@@ -447,6 +482,7 @@ impl Reconciler {
                 self.note_slot(key, State::Deleting);
                 self.seen.lock().unwrap().remove(key);
                 self.netboot_rev.send_modify(|r| *r += 1);
+                self.changed(key);
                 info!(host = %key, "deleted");
                 return Ok(None);
             }
@@ -465,6 +501,7 @@ impl Reconciler {
                 (Some(cur), (notes, state))
             })?;
             self.note_slot(key, state);
+            self.changed(key);
             self.record_events(key, &notes);
             if matches!(act, Act::Issue(_)) {
                 if let Some(wake) = self.agent_wake.lock().unwrap().as_ref() {
@@ -564,6 +601,7 @@ impl Reconciler {
                     })
                     .map_err(|e| crate::error_chain(&e))?;
                 self.netboot_rev.send_modify(|r| *r += 1);
+                self.changed(key);
                 debug!(host = %key, mac, boot, "boot token minted");
                 self.bmc
                     .boot_once(&t, BootTarget::Pxe, spec.boot_mode)
@@ -674,6 +712,7 @@ impl Reconciler {
             Ok(key) => {
                 self.seen.lock().unwrap().insert(key.clone(), now);
                 self.netboot_rev.send_modify(|r| *r += 1);
+                self.changed(&key);
                 self.record_events(
                     &key,
                     &[Note {
@@ -754,13 +793,18 @@ impl Reconciler {
         let wake = self.store.update(key, |cur| match cur {
             Some(mut c) => {
                 let wake = machine::on_agent_event(&mut c.status, event, now);
-                (Some(c), wake)
+                (Some(c), Some(wake))
             }
-            None => (None, false),
+            None => (None, None),
         });
         match wake {
-            Ok(true) => self.queue.now(key.clone()),
-            Ok(false) => {}
+            Ok(Some(wake)) => {
+                self.changed(key);
+                if wake {
+                    self.queue.now(key.clone());
+                }
+            }
+            Ok(None) => {}
             Err(e) => {
                 warn!(host = %key, error = %crate::error_chain(&e), "could not record an agent event")
             }
@@ -807,6 +851,30 @@ impl Reconciler {
         }
         Ok(out)
     }
+}
+
+/// The Secrets a host's spec refers to: BMC credentials (in the host's namespace), userData,
+/// networkData and metaData.
+pub fn secret_refs(key: &HostKey, spec: &HostSpec) -> Vec<SecretRef> {
+    let mut out: Vec<SecretRef> = spec
+        .bmc
+        .iter()
+        .map(|b| SecretRef {
+            namespace: key.namespace.clone(),
+            name: b.credentials_name.clone(),
+        })
+        .collect();
+    out.extend(
+        [&spec.user_data, &spec.network_data, &spec.meta_data]
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    out
+}
+
+fn refers_to(key: &HostKey, spec: &HostSpec, r: &SecretRef) -> bool {
+    secret_refs(key, spec).contains(r)
 }
 
 /// metal3's image checksum fields → the agent's `ALGO:HEX` / `ALGO:URL`.

@@ -163,3 +163,42 @@ fn run_then_get_shows_the_host_as_kubectl_would() {
     assert!(ok, "{err}");
     assert!(out.contains("errorType: registration error"), "{out}");
 }
+
+/// The Deployment's arguments are ones the binary takes: outside a cluster (no service account,
+/// no KUBECONFIG) it gets past argument parsing and stops at the API connection, in one line.
+#[test]
+fn the_deployments_args_parse_and_kube_mode_says_what_it_needs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/controller/deployment.yaml");
+    let d: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let args: Vec<String> = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("the controller container has args")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(args[..2], ["run", "--kube"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(args.iter().filter(|a| !a.starts_with("--state=")))
+        .arg("--state")
+        .arg(dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", dir.path().join("none"))
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ferrox-controller: connecting to the Kubernetes API"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // And --manifests with --kube is refused.
+    let out = Command::new(BIN)
+        .args(["run", "--kube", "--manifests", "x", "--agent-url", "https://h:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
