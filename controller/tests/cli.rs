@@ -169,7 +169,8 @@ fn run_then_get_shows_the_host_as_kubectl_would() {
 #[test]
 fn the_deployments_args_parse_and_kube_mode_says_what_it_needs() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/controller/deployment.yaml");
-    let d: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let d: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let args: Vec<String> = d["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_sequence()
         .expect("the controller container has args")
@@ -197,7 +198,14 @@ fn the_deployments_args_parse_and_kube_mode_says_what_it_needs() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     // And --manifests with --kube is refused.
     let out = Command::new(BIN)
-        .args(["run", "--kube", "--manifests", "x", "--agent-url", "https://h:1"])
+        .args([
+            "run",
+            "--kube",
+            "--manifests",
+            "x",
+            "--agent-url",
+            "https://h:1",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -11,7 +11,7 @@ use ferrox_controller::kubestore::{self, Settings};
 use ferrox_controller::machine::Limits;
 use ferrox_controller::model::{HostKey, Power};
 use ferrox_controller::reconciler::{
-    BootTarget, BoxFut, Bmc, BmcTarget, Config, ConfigDriveFn, Reconciler,
+    Bmc, BmcTarget, BootTarget, BoxFut, Config, ConfigDriveFn, Reconciler,
 };
 use ferrox_controller::store::{HostRecord, Store};
 use http::{Request, Response};
@@ -119,7 +119,8 @@ async fn wait_for(log: &Log, what: &str, f: impl Fn(&Req) -> bool) -> Vec<Req> {
 // ---- leader election ----
 
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/ferrox-system/leases";
-const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ferrox-system/leases/ferrox-controller";
+const LEASE: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/ferrox-system/leases/ferrox-controller";
 
 fn elector(client: Client) -> Elector {
     let mut cfg = LeaseConfig::new("ferrox-system", "ferrox-controller", "ferrox-a");
@@ -154,7 +155,10 @@ async fn no_lease_yet_creates_one_held_by_us() {
             Reply::Json(201, r.body.clone())
         }
     });
-    assert_eq!(elector(client).round(at(T0 + 30)).await.unwrap(), Round::Held);
+    assert_eq!(
+        elector(client).round(at(T0 + 30)).await.unwrap(),
+        Round::Held
+    );
     let l = log.lock().unwrap();
     assert_eq!(l.len(), 2, "{l:#?}");
     assert!(l[0].is("GET", LEASE));
@@ -182,7 +186,10 @@ async fn our_lease_is_renewed_with_its_resource_version() {
             Reply::Json(200, r.body.clone())
         }
     });
-    assert_eq!(elector(client).round(at(T0 + 30)).await.unwrap(), Round::Held);
+    assert_eq!(
+        elector(client).round(at(T0 + 30)).await.unwrap(),
+        Round::Held
+    );
     let l = log.lock().unwrap();
     assert_eq!(l.len(), 2);
     assert!(l[1].is("PUT", LEASE));
@@ -213,7 +220,9 @@ async fn a_follower_only_looks_until_the_lease_is_free() {
     let client = mock(log.clone(), |r| {
         assert_eq!(r.method, "GET", "wrote while another replica leads: {r:?}");
         // Renewed just now, by the other replica.
-        let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let now = Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
         Reply::Json(200, lease("ferrox-b", &now, 1))
     });
     let e = elector(client);
@@ -240,7 +249,10 @@ async fn an_expired_lease_is_taken_over_as_a_new_term() {
         }
     });
     // Renewed 20 s ago, 15 s lease: expired.
-    assert_eq!(elector(client).round(at(T0 + 30)).await.unwrap(), Round::Held);
+    assert_eq!(
+        elector(client).round(at(T0 + 30)).await.unwrap(),
+        Round::Held
+    );
     let l = log.lock().unwrap();
     assert!(l[1].is("PUT", LEASE));
     assert_eq!(
@@ -369,7 +381,10 @@ fn reconciler(dir: &std::path::Path, log: Log, power: Power) -> Arc<Reconciler> 
 fn example() -> (Value, Value) {
     let text = include_str!("../api/tests/metal3/examples/bmo-examples-worker-0.yaml");
     let mut docs = serde_yaml::Deserializer::from_str(text)
-        .map(|d| serde_json::to_value(<serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap()).unwrap())
+        .map(|d| {
+            serde_json::to_value(<serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
+                .unwrap()
+        })
         .filter(|v| !v.is_null());
     let mut secret = docs.next().unwrap();
     let mut host = docs.next().unwrap();
@@ -391,7 +406,8 @@ fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Reply {
 
 const BMHS: &str = "/apis/metal3.io/v1alpha1/baremetalhosts";
 const HOST: &str = "/apis/metal3.io/v1alpha1/namespaces/default/baremetalhosts/worker-0";
-const HOST_STATUS: &str = "/apis/metal3.io/v1alpha1/namespaces/default/baremetalhosts/worker-0/status";
+const HOST_STATUS: &str =
+    "/apis/metal3.io/v1alpha1/namespaces/default/baremetalhosts/worker-0/status";
 const EVENTS: &str = "/api/v1/namespaces/default/events";
 
 /// A responder for one host (and its BMC Secret): lists, held watches, writes echoed back.
@@ -444,7 +460,9 @@ fn start(client: Client, rec: Arc<Reconciler>) -> CancellationToken {
 }
 
 fn state_of(r: &Req) -> &str {
-    r.body["status"]["provisioning"]["state"].as_str().unwrap_or("")
+    r.body["status"]["provisioning"]["state"]
+        .as_str()
+        .unwrap_or("")
 }
 
 /// The status without its timestamps (which are the time of each step).
@@ -477,10 +495,15 @@ async fn a_listed_host_gets_the_finalizer_then_registers_and_inspects() {
     assert!(upto
         .iter()
         .any(|r| r.is("GET", BMHS) && r.query == "&limit=500" && !r.watch()));
-    assert!(upto.iter().any(|r| r.is("GET", "/api/v1/secrets") && !r.watch()));
+    assert!(upto
+        .iter()
+        .any(|r| r.is("GET", "/api/v1/secrets") && !r.watch()));
 
     // The finalizer goes on first, guarded by the resourceVersion read.
-    let fin = upto.iter().position(|r| r.is("PATCH", HOST)).expect("finalizer patch");
+    let fin = upto
+        .iter()
+        .position(|r| r.is("PATCH", HOST))
+        .expect("finalizer patch");
     let f = &upto[fin];
     assert_eq!(f.query, "&fieldManager=ferrox-controller");
     assert_eq!(f.content_type, "application/merge-patch+json");
@@ -488,12 +511,21 @@ async fn a_listed_host_gets_the_finalizer_then_registers_and_inspects() {
         f.body,
         json!({"metadata": {"finalizers": ["baremetalhost.metal3.io"], "resourceVersion": "5"}})
     );
-    let first_act = upto.iter().position(|r| r.method == "BMC").expect("BMC call");
-    let first_status = upto.iter().position(|r| r.is("PATCH", HOST_STATUS)).unwrap();
+    let first_act = upto
+        .iter()
+        .position(|r| r.method == "BMC")
+        .expect("BMC call");
+    let first_status = upto
+        .iter()
+        .position(|r| r.is("PATCH", HOST_STATUS))
+        .unwrap();
     assert!(fin < first_act && fin < first_status, "{upto:#?}");
     // The BMC credentials were read once the host named them; userData (another namespace,
     // not there) was looked for too.
-    assert!(upto.iter().any(|r| r.is("GET", "/api/v1/namespaces/default/secrets/worker-0-bmc-secret")));
+    assert!(upto.iter().any(|r| r.is(
+        "GET",
+        "/api/v1/namespaces/default/secrets/worker-0-bmc-secret"
+    )));
     assert!(upto.iter().any(|r| r.is(
         "GET",
         "/api/v1/namespaces/openshift-machine-api/secrets/worker-user-data"
@@ -504,7 +536,10 @@ async fn a_listed_host_gets_the_finalizer_then_registers_and_inspects() {
         .iter()
         .find(|r| r.is("PATCH", HOST_STATUS) && state_of(r) == "registering")
         .expect("a registering status");
-    assert_eq!(registering.query, "&force=true&fieldManager=ferrox-controller");
+    assert_eq!(
+        registering.query,
+        "&force=true&fieldManager=ferrox-controller"
+    );
     assert_eq!(registering.content_type, "application/apply-patch+yaml");
     assert_eq!(registering.body["apiVersion"], "metal3.io/v1alpha1");
     assert_eq!(registering.body["kind"], "BareMetalHost");
@@ -533,7 +568,10 @@ async fn a_listed_host_gets_the_finalizer_then_registers_and_inspects() {
         })
     );
     let inspecting = upto.last().unwrap();
-    assert_eq!(inspecting.body["status"]["provisioning"]["state"], "inspecting");
+    assert_eq!(
+        inspecting.body["status"]["provisioning"]["state"],
+        "inspecting"
+    );
     // Booting the agent happened before the inspecting status could say so.
     assert!(upto.iter().any(|r| r.is("BMC", "boot once Pxe")));
 
@@ -576,9 +614,18 @@ fn stored(rec: &Reconciler, host: &Value, state: ferrox_controller::model::State
     inv.hardware.hostname = Some("worker-0".into());
     inv.hardware.ram_mebibytes = Some(4096);
     let mut object = host.clone();
-    object["metadata"].as_object_mut().unwrap().remove("resourceVersion");
-    object["metadata"].as_object_mut().unwrap().remove("deletionTimestamp");
-    object["metadata"].as_object_mut().unwrap().remove("finalizers");
+    object["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    object["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("deletionTimestamp");
+    object["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("finalizers");
     rec.store()
         .update(&key, |_| {
             let mut rec = HostRecord {
@@ -603,7 +650,12 @@ async fn an_inspected_host_gets_its_hardware_data_owned_by_the_host() {
     let (mut host, secret) = example();
     host["metadata"]["finalizers"] = json!(["baremetalhost.metal3.io"]);
     let rec = reconciler(dir.path(), log.clone(), Power::Off);
-    stored(&rec, &host, ferrox_controller::model::State::Available, Power::Off);
+    stored(
+        &rec,
+        &host,
+        ferrox_controller::model::State::Available,
+        Power::Off,
+    );
     let client = mock(log.clone(), api_server(host, secret));
     let cancel = start(client, rec.clone());
 
@@ -633,8 +685,14 @@ async fn an_inspected_host_gets_its_hardware_data_owned_by_the_host() {
         })
     );
     let l = log.lock().unwrap();
-    assert!(!l.iter().any(|r| r.is("PATCH", HOST)), "the finalizer was there already");
-    let st = l.iter().find(|r| r.is("PATCH", HOST_STATUS)).expect("status");
+    assert!(
+        !l.iter().any(|r| r.is("PATCH", HOST)),
+        "the finalizer was there already"
+    );
+    let st = l
+        .iter()
+        .find(|r| r.is("PATCH", HOST_STATUS))
+        .expect("status");
     assert_eq!(st.body["status"]["provisioning"]["state"], "available");
     assert_eq!(st.body["status"]["hardware"]["ramMebibytes"], 4096);
 }
@@ -647,7 +705,12 @@ async fn a_deleted_host_keeps_its_finalizer_until_powered_off_and_forgotten() {
     host["metadata"]["finalizers"] = json!(["example.com/other", "baremetalhost.metal3.io"]);
     host["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
     let rec = reconciler(dir.path(), log.clone(), Power::On);
-    stored(&rec, &host, ferrox_controller::model::State::Available, Power::On);
+    stored(
+        &rec,
+        &host,
+        ferrox_controller::model::State::Available,
+        Power::On,
+    );
     // The controller has the credentials from before (a deleted host is not re-read).
     rec.set_secret(
         ferrox_controller::model::SecretRef {
@@ -676,9 +739,14 @@ async fn a_deleted_host_keeps_its_finalizer_until_powered_off_and_forgotten() {
         .position(|r| r.is("BMC", "power off"))
         .expect("powered off before the finalizer went");
     assert!(off < upto.len() - 1);
-    assert!(rec.store().host(&HostKey::new("default", "worker-0")).unwrap().is_none());
-    assert!(upto.iter().any(|r| r.is("PATCH", HOST_STATUS)
-        && state_of(r) == "powering off before delete"));
+    assert!(rec
+        .store()
+        .host(&HostKey::new("default", "worker-0"))
+        .unwrap()
+        .is_none());
+    assert!(upto
+        .iter()
+        .any(|r| r.is("PATCH", HOST_STATUS) && state_of(r) == "powering off before delete"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,11 +196,14 @@ impl Elector {
             }
             match self.round(Timestamp::now()).await {
                 Ok(Round::Held) => last_ok = tokio::time::Instant::now(),
-                Ok(Round::HeldBy(h)) => {
+                Ok(Round::HeldBy(h)) if h != self.cfg.identity => {
                     return Err(format!("the Lease {} was taken by {h:?}", self.cfg.name))
                 }
-                Err(e) => {
-                    warn!(lease = %self.cfg.name, error = %crate::error_chain(&e), "could not renew the Lease");
+                other => {
+                    if let Err(e) = other {
+                        warn!(lease = %self.cfg.name, error = %crate::error_chain(&e), "could not renew the Lease");
+                    }
+                    // Ours still, but the write lost a race (409): try again next round.
                     if last_ok.elapsed() >= deadline {
                         return Err(format!(
                             "the Lease {} could not be renewed for {} s",

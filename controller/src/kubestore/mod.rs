@@ -131,7 +131,10 @@ async fn set_finalizers(
 }
 
 /// Drops our finalizer from a deleted host, so the API server can remove it.
-pub(crate) async fn remove_finalizer(client: &Client, o: &DynamicObject) -> Result<(), kube::Error> {
+pub(crate) async fn remove_finalizer(
+    client: &Client,
+    o: &DynamicObject,
+) -> Result<(), kube::Error> {
     if !has_finalizer(o) {
         return Ok(());
     }
@@ -195,7 +198,11 @@ impl Feed {
         let spec = match crate::manifests::host_spec(&object) {
             Ok((_, spec)) => spec,
             Err(why) => {
-                self.warn_event(&key, "InvalidSpec", format!("the host is not applied: {why}"));
+                self.warn_event(
+                    &key,
+                    "InvalidSpec",
+                    format!("the host is not applied: {why}"),
+                );
                 return;
             }
         };
@@ -299,10 +306,7 @@ pub async fn serve(
             Api::namespaced_with(client.clone(), ns, &ar),
             Api::namespaced(client.clone(), ns),
         ),
-        None => (
-            Api::all_with(client.clone(), &ar),
-            Api::all(client.clone()),
-        ),
+        None => (Api::all_with(client.clone(), &ar), Api::all(client.clone())),
     };
     let mut hosts = watcher::watcher(hosts_api, watcher::Config::default())
         .default_backoff()
