@@ -33,7 +33,7 @@ enum Cmd {
     /// Reconcile the BareMetalHosts (and Secrets) in a directory of manifests (--manifests) or in
     /// a Kubernetes cluster (--kube), keeping state in an embedded database under --state. Runs
     /// until SIGINT/SIGTERM (or, with --kube, until the leader Lease is lost).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print hosts like `kubectl get bmh` (or their HardwareData, or Events).
     Get(GetArgs),
 }
@@ -123,7 +123,7 @@ struct GetArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Run(a) => run(a),
+        Cmd::Run(a) => run(*a),
         Cmd::Get(a) => get(a),
     };
     match result {

@@ -85,8 +85,9 @@ fn mock(log: Log, mut respond: impl FnMut(&Req) -> Reply + Send + 'static) -> Cl
                     .to_string(),
                 body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             };
+            // Logged before answering, so a request the responder rejects (panics on) is seen.
+            log.lock().unwrap().push(r.clone());
             let reply = respond(&r);
-            log.lock().unwrap().push(r);
             match reply {
                 Reply::Json(code, v) => send.send_response(
                     Response::builder()
