@@ -23,7 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 
-
 /// The bridge's address: every service listens here.
 pub const GATEWAY: &str = "172.22.0.1";
 /// Redfish (sushy-tools) port.
@@ -85,7 +84,7 @@ impl HostPlan {
     pub fn nth(i: usize) -> HostPlan {
         HostPlan {
             name: format!("lab-{i}"),
-            firmware: if i % 2 == 0 {
+            firmware: if i.is_multiple_of(2) {
                 Firmware::Uefi
             } else {
                 Firmware::Bios
@@ -137,6 +136,48 @@ pub struct Plan {
     pub initramfs: PathBuf,
     /// sushy-emulator (from a venv that has libvirt-python).
     pub sushy: PathBuf,
+}
+
+impl Plan {
+    /// The standard lab: `hosts` hosts (even ones UEFI, odd ones BIOS), the image
+    /// hack/build-lab-image.sh built, the ramdisk hack/build-initramfs.sh built, the controller
+    /// and netboot binaries in `bin`, sushy-tools with libvirt-python (installed if needed).
+    pub fn standard(dir: &Path, netns: &str, hosts: usize, bin: &Path) -> Result<Plan> {
+        let image = crate::ramdisk::workspace().join("target/lab-image/disk.raw");
+        ensure!(
+            image.exists(),
+            "{} is missing: run hack/build-lab-image.sh (hack/lab.sh and hack/test.sh do)",
+            image.display()
+        );
+        let sum = crate::run("sha256sum", &[&image.to_string_lossy()])?;
+        let sha256 = String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let (kernel, initramfs) = crate::ramdisk::artifacts();
+        for b in ["ferrox-controller", "ferrox-netboot"] {
+            ensure!(
+                bin.join(b).exists(),
+                "{} is missing: cargo build -p {b}",
+                bin.join(b).display()
+            );
+        }
+        Ok(Plan {
+            dir: dir.to_path_buf(),
+            netns: netns.into(),
+            hosts: (0..hosts).map(HostPlan::nth).collect(),
+            image: Image {
+                path: image,
+                sha256,
+            },
+            controller: bin.join("ferrox-controller"),
+            netboot: bin.join("ferrox-netboot"),
+            kernel,
+            initramfs,
+            sushy: crate::sushy::sushy_emulator_with_libvirt(),
+        })
+    }
 }
 
 /// The paths of a lab directory.
@@ -345,9 +386,11 @@ pub fn up(plan: &Plan) -> Result<Dirs> {
             "console=ttyS0",
         ],
     )?;
-    wait_for("the controller's local API", Duration::from_secs(60), || {
-        state.join("api.address").exists() && state.join("api.token").exists()
-    })
+    wait_for(
+        "the controller's local API",
+        Duration::from_secs(60),
+        || state.join("api.address").exists() && state.join("api.token").exists(),
+    )
     .with_context(|| tail(&dirs.logs().join("controller.log"), 20))?;
 
     spawn(
@@ -417,7 +460,15 @@ fn start_libvirtd(dirs: &Dirs, ns: &str) -> Result<()> {
         dirs,
         ns,
         "libvirtd",
-        &["unshare", "-m", "--propagation", "private", "sh", "-c", &script],
+        &[
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
     )?;
     let uri = dirs.libvirt_uri();
     wait_for("libvirtd", Duration::from_secs(30), || {
@@ -435,7 +486,10 @@ pub fn domain_xml(dirs: &Dirs, h: &HostPlan) -> String {
         Firmware::Uefi => format!(
             "<loader readonly='yes' type='pflash'>{OVMF_CODE}</loader>\
              <nvram template='{OVMF_VARS}'>{}</nvram>",
-            dirs.root.join("vms").join(format!("{}_VARS.fd", h.name)).display()
+            dirs.root
+                .join("vms")
+                .join(format!("{}_VARS.fd", h.name))
+                .display()
         ),
     };
     format!(
@@ -536,7 +590,11 @@ fn start_sushy(dirs: &Dirs, ns: &str, plan: &Plan) -> Result<()> {
         dirs,
         ns,
         "sushy",
-        &[&plan.sushy.to_string_lossy(), "--config", &conf.to_string_lossy()],
+        &[
+            &plan.sushy.to_string_lossy(),
+            "--config",
+            &conf.to_string_lossy(),
+        ],
     )?;
     let url = format!("http://{GATEWAY}:{SUSHY_PORT}/redfish/v1/");
     wait_for("sushy-tools", Duration::from_secs(60), || {
@@ -552,6 +610,11 @@ fn start_sushy(dirs: &Dirs, ns: &str, plan: &Plan) -> Result<()> {
 /// The hosts' manifests: per host a BMC credentials Secret, a userData Secret and the
 /// BareMetalHost, exactly as a metal3 user writes them.
 pub fn manifests(plan: &Plan) -> String {
+    manifests_with(plan, true, true)
+}
+
+/// [`manifests`] with or without the image (without: deprovision) and with `spec.online`.
+pub fn manifests_with(plan: &Plan, image: bool, online: bool) -> String {
     let mut y = String::new();
     for h in &plan.hosts {
         let ud = h.user_data().replace('\n', "\\n");
@@ -562,19 +625,25 @@ pub fn manifests(plan: &Plan) -> String {
              ---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {n}-user-data\n  namespace: default\n\
              type: Opaque\nstringData:\n  userData: \"{ud}\"\n\
              ---\napiVersion: metal3.io/v1alpha1\nkind: BareMetalHost\nmetadata:\n  name: {n}\n  namespace: default\n\
-             spec:\n  online: true\n  bootMACAddress: \"{mac}\"\n  bootMode: {mode}\n  \
+             spec:\n  online: {online}\n  bootMACAddress: \"{mac}\"\n  bootMode: {mode}\n  \
              automatedCleaningMode: metadata\n  \
              bmc:\n    address: redfish+http://{GATEWAY}:{SUSHY_PORT}/redfish/v1/Systems/{uuid}\n    \
              credentialsName: {n}-bmc-secret\n  \
              rootDeviceHints:\n    deviceName: /dev/vda\n  \
-             image:\n    url: http://{GATEWAY}:{IMAGE_PORT}/disk.raw\n    checksum: {sum}\n    \
-             checksumType: sha256\n    format: raw\n  \
-             userData:\n    name: {n}-user-data\n    namespace: default\n",
+             {image}userData:\n    name: {n}-user-data\n    namespace: default\n",
             n = h.name,
             mac = h.mac,
             mode = h.firmware.boot_mode(),
             uuid = h.uuid,
-            sum = plan.image.sha256,
+            image = if image {
+                format!(
+                    "image:\n    url: http://{GATEWAY}:{IMAGE_PORT}/disk.raw\n    checksum: {}\n    \
+                     checksumType: sha256\n    format: raw\n  ",
+                    plan.image.sha256
+                )
+            } else {
+                String::new()
+            },
         );
     }
     y
@@ -677,7 +746,10 @@ pub fn observe(dirs: &Dirs, ns: &str, controller: &Path) -> Result<BTreeMap<Stri
         .unwrap_or_default();
     let mut m = BTreeMap::new();
     for it in items {
-        let name = it["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = it["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let st = &it["status"];
         m.insert(
             name,
@@ -706,6 +778,8 @@ pub struct Timeline {
     pub reached: BTreeMap<String, Vec<(String, u64)>>,
     /// Last seen per host.
     pub last: BTreeMap<String, Seen>,
+    /// When each host's console first showed the provisioned OS (ms since the epoch).
+    pub os_seen: BTreeMap<String, u64>,
 }
 
 impl Timeline {
@@ -781,7 +855,7 @@ pub fn watch(
     timeline: &mut Timeline,
     limit: Duration,
     show: &mut dyn FnMut(&str),
-    done: &dyn Fn(&Seen) -> bool,
+    done: &dyn Fn(&str, &Seen, &Timeline) -> bool,
 ) -> Result<()> {
     let t0 = Instant::now();
     loop {
@@ -789,7 +863,16 @@ pub fn watch(
         for l in timeline.record(&seen) {
             show(&l);
         }
-        if !seen.is_empty() && seen.values().all(done) {
+        for name in seen.keys() {
+            if !timeline.os_seen.contains_key(name) && !os_report(dirs, name).is_empty() {
+                timeline.os_seen.insert(name.clone(), now_ms());
+                show(&format!(
+                    "{:>7.1}s  {name:<8} the OS on its disk is up (console)",
+                    now_ms().saturating_sub(timeline.t0) as f64 / 1000.0
+                ));
+            }
+        }
+        if !seen.is_empty() && seen.iter().all(|(n, s)| done(n, s, timeline)) {
             return Ok(());
         }
         if let Some((n, s)) = seen.iter().find(|(_, s)| s.operational == "error") {
@@ -811,4 +894,233 @@ pub fn os_report(dirs: &Dirs, host: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| l.find("FERROX-LAB:").map(|i| l[i..].trim().to_string()))
         .collect()
+}
+
+/// Replaces the hosts' manifests (what `kubectl apply` of the edited file does).
+pub fn apply(dirs: &Dirs, yaml: &str) -> Result<()> {
+    let tmp = dirs.manifests().join(".hosts.yaml.tmp");
+    std::fs::write(&tmp, yaml)?;
+    std::fs::rename(&tmp, dirs.manifests().join("hosts.yaml"))?;
+    Ok(())
+}
+
+/// An Event as `ferrox-controller get events -o json` shows it.
+#[derive(Debug, Clone)]
+pub struct LabEvent {
+    /// The host's name.
+    pub host: String,
+    /// Event reason (StateChanged, AgentEnrolled, ...).
+    pub reason: String,
+    /// Its message (`registering -> inspecting`, ...).
+    pub message: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// Every Event the controller recorded, oldest first.
+pub fn events(dirs: &Dirs, ns: &str, controller: &Path) -> Result<Vec<LabEvent>> {
+    let out = sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            &controller.to_string_lossy(),
+            "get",
+            "events",
+            "-o",
+            "json",
+            "--state",
+            &dirs.state().to_string_lossy(),
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("get events -o json")?;
+    let mut evs: Vec<LabEvent> = v["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| {
+            Some(LabEvent {
+                host: e["involvedObject"]["name"].as_str()?.to_string(),
+                reason: e["reason"].as_str()?.to_string(),
+                message: e["message"].as_str().unwrap_or_default().to_string(),
+                at_ms: rfc3339_ms(e["lastTimestamp"].as_str()?)?,
+            })
+        })
+        .collect();
+    evs.sort_by_key(|e| e.at_ms);
+    Ok(evs)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` → ms since the epoch.
+pub fn rfc3339_ms(s: &str) -> Option<u64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|x| x.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms).ok()
+}
+
+/// The first time `host` entered `state` (from its StateChanged Events).
+pub fn entered(evs: &[LabEvent], host: &str, state: &str) -> Option<u64> {
+    let suffix = format!("-> {state}");
+    evs.iter()
+        .find(|e| e.host == host && e.reason == "StateChanged" && e.message.ends_with(&suffix))
+        .map(|e| e.at_ms)
+}
+
+/// The states `host` went through, in order (from its StateChanged Events).
+pub fn path(evs: &[LabEvent], host: &str) -> Vec<String> {
+    evs.iter()
+        .filter(|e| e.host == host && e.reason == "StateChanged")
+        .filter_map(|e| e.message.rsplit_once("-> ").map(|(_, s)| s.to_string()))
+        .collect()
+}
+
+/// Per-phase timings of one host's provisioning, from its Events (and, for the boot from
+/// disk, when the provisioned OS's first line was seen on its console).
+#[derive(Debug, Clone, Default)]
+pub struct Phases {
+    /// inspecting entered → agent enrolled: power-on, firmware, iPXE, kernel, agent.
+    pub boot_agent_ms: Option<u64>,
+    /// Agent enrolled → available: inspection.
+    pub inspect_ms: Option<u64>,
+    /// provisioning → provisioned: image write, config drive, switch to disk.
+    pub provision_ms: Option<u64>,
+    /// provisioned → the OS on disk printed its first line.
+    pub boot_disk_ms: Option<u64>,
+    /// registering → provisioned.
+    pub total_ms: Option<u64>,
+}
+
+impl Phases {
+    /// From the Events of `host`; `os_seen_ms` is when its console first showed the OS.
+    pub fn of(evs: &[LabEvent], host: &str, os_seen_ms: Option<u64>) -> Phases {
+        let insp = entered(evs, host, "inspecting");
+        let enrolled = evs
+            .iter()
+            .find(|e| e.host == host && e.reason == "AgentEnrolled")
+            .map(|e| e.at_ms);
+        let avail = entered(evs, host, "available");
+        let prov = entered(evs, host, "provisioning");
+        let done = entered(evs, host, "provisioned");
+        let reg = entered(evs, host, "registering");
+        let d = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
+        Phases {
+            boot_agent_ms: d(insp, enrolled),
+            inspect_ms: d(enrolled, avail),
+            provision_ms: d(prov, done),
+            boot_disk_ms: d(done, os_seen_ms),
+            total_ms: d(reg, done),
+        }
+    }
+
+    /// One table row.
+    pub fn row(&self, host: &str, firmware: Firmware) -> String {
+        let f =
+            |v: Option<u64>| v.map_or("-".to_string(), |ms| format!("{:.1}", ms as f64 / 1000.0));
+        format!(
+            "{host:<8} {:<6} {:>14} {:>10} {:>12} {:>14} {:>10}",
+            firmware.boot_mode(),
+            f(self.boot_agent_ms),
+            f(self.inspect_ms),
+            f(self.provision_ms),
+            f(self.boot_disk_ms),
+            f(self.total_ms)
+        )
+    }
+
+    /// The table's header.
+    pub fn header() -> String {
+        format!(
+            "{:<8} {:<6} {:>14} {:>10} {:>12} {:>14} {:>10}",
+            "HOST", "MODE", "POWERON→AGENT", "INSPECT", "PROVISION", "DISK→OS UP", "TOTAL"
+        )
+    }
+}
+
+/// Waits (bounded) until the provisioned OS on `host` printed `lines` report lines; returns
+/// when its first line was seen (ms since the epoch) and the lines.
+pub fn wait_os(
+    dirs: &Dirs,
+    host: &str,
+    lines: usize,
+    limit: Duration,
+) -> (Option<u64>, Vec<String>) {
+    let t0 = Instant::now();
+    let mut first = None;
+    loop {
+        let r = os_report(dirs, host);
+        if !r.is_empty() && first.is_none() {
+            first = Some(now_ms());
+        }
+        if r.len() >= lines || t0.elapsed() > limit {
+            return (first, r);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_timestamps_as_kubectl_prints_them() {
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            rfc3339_ms("2026-11-22T03:11:04.529Z"),
+            Some(1_795_317_064_529)
+        );
+        assert_eq!(rfc3339_ms("2000-02-29T23:59:59.05Z"), Some(951_868_799_050));
+        assert_eq!(rfc3339_ms("2026-11-22T03:11:04"), None);
+        assert_eq!(rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn phases_come_from_state_changes_and_enrollment() {
+        let ev = |reason: &str, message: &str, at_ms| LabEvent {
+            host: "h".into(),
+            reason: reason.into(),
+            message: message.into(),
+            at_ms,
+        };
+        let evs = vec![
+            ev("StateChanged", "(new) -> registering", 1_000),
+            ev("StateChanged", "registering -> inspecting", 3_000),
+            ev("AgentEnrolled", "the agent enrolled", 40_000),
+            ev("StateChanged", "inspecting -> available", 41_500),
+            ev("StateChanged", "available -> provisioning", 41_600),
+            ev("StateChanged", "provisioning -> provisioned", 60_000),
+        ];
+        let p = Phases::of(&evs, "h", Some(75_000));
+        assert_eq!(p.boot_agent_ms, Some(37_000));
+        assert_eq!(p.inspect_ms, Some(1_500));
+        assert_eq!(p.provision_ms, Some(18_400));
+        assert_eq!(p.boot_disk_ms, Some(15_000));
+        assert_eq!(p.total_ms, Some(59_000));
+        assert_eq!(
+            path(&evs, "h"),
+            [
+                "registering",
+                "inspecting",
+                "available",
+                "provisioning",
+                "provisioned"
+            ]
+        );
+        assert_eq!(Phases::of(&evs, "other", None).total_ms, None);
+    }
 }

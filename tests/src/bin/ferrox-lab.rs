@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tests::lab::{self, Dirs, HostPlan, Image, Plan, Timeline};
+use tests::lab::{self, Dirs, Plan, Timeline};
 
 const DEFAULT_DIR: &str = "/var/tmp/ferrox-lab";
 const NETNS: &str = "ferrox-lab";
@@ -38,7 +38,9 @@ fn real_main() -> Result<()> {
                     .parse()
                     .context("--hosts: a number")?
             }
-            other => bail!("unknown argument {other:?} (see the top of tests/src/bin/ferrox-lab.rs)"),
+            other => {
+                bail!("unknown argument {other:?} (see the top of tests/src/bin/ferrox-lab.rs)")
+            }
         }
     }
     let bin = std::env::current_exe()?
@@ -70,35 +72,7 @@ fn up(dir: &Path, hosts: usize, bin: &Path) -> Result<()> {
     if !(1..=32).contains(&hosts) {
         bail!("--hosts: 1 to 32");
     }
-    let image = tests::ramdisk::workspace().join("target/lab-image/disk.raw");
-    if !image.exists() {
-        bail!(
-            "{} is missing: run hack/build-lab-image.sh (hack/lab.sh does)",
-            image.display()
-        );
-    }
-    let sum = tests::run("sha256sum", &[&image.to_string_lossy()])?;
-    let sha256 = String::from_utf8_lossy(&sum.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let (kernel, initramfs) = tests::ramdisk::artifacts();
-    let sushy = tests::sushy::sushy_emulator_with_libvirt();
-    let plan = Plan {
-        dir: dir.to_path_buf(),
-        netns: NETNS.into(),
-        hosts: (0..hosts).map(HostPlan::nth).collect(),
-        image: Image {
-            path: image,
-            sha256,
-        },
-        controller: bin.join("ferrox-controller"),
-        netboot: bin.join("ferrox-netboot"),
-        kernel,
-        initramfs,
-        sushy,
-    };
+    let plan = Plan::standard(dir, NETNS, hosts, bin)?;
     println!("ferrox-lab: bringing up {hosts} hosts in {}", dir.display());
     let dirs = match lab::up(&plan) {
         Ok(d) => d,
@@ -133,7 +107,7 @@ fn up(dir: &Path, hosts: usize, bin: &Path) -> Result<()> {
         &mut tl,
         Duration::from_secs(3600),
         &mut |l| println!("{l}"),
-        &|s| s.state == "provisioned",
+        &|name, s, tl| s.state == "provisioned" && tl.os_seen.contains_key(name),
     )?;
     report(&dirs, &plan, &tl)?;
     println!(
@@ -144,18 +118,16 @@ fn up(dir: &Path, hosts: usize, bin: &Path) -> Result<()> {
 }
 
 fn report(dirs: &Dirs, plan: &Plan, tl: &Timeline) -> Result<()> {
-    println!("\nPer-phase timings (seconds in each state):\n{}", tl.phases());
     let get = |args: &[&str]| -> Result<String> {
-        let mut v = vec!["netns", "exec", NETNS];
         let c = plan.controller.to_string_lossy();
-        v.push(&c);
-        v.extend_from_slice(args);
         let s = dirs.state();
         let s = s.to_string_lossy();
+        let mut v = vec!["netns", "exec", NETNS, &c];
+        v.extend_from_slice(args);
         v.extend_from_slice(&["--state", &s]);
         Ok(String::from_utf8_lossy(&tests::run("ip", &v)?.stdout).into_owned())
     };
-    println!("{}", get(&["get", "bmh", "-o", "wide"])?);
+    println!("\n{}", get(&["get", "bmh", "-o", "wide"])?);
     if let Some(h) = plan.hosts.first() {
         println!(
             "Inspection report of {} (`ferrox-controller get hardwaredata {} -o yaml`):\n{}",
@@ -164,16 +136,22 @@ fn report(dirs: &Dirs, plan: &Plan, tl: &Timeline) -> Result<()> {
             get(&["get", "hardwaredata", &h.name, "-o", "yaml"])?
         );
     }
-    // Give the provisioned OS a moment to print what it read from its config drive.
     for h in &plan.hosts {
-        let t0 = std::time::Instant::now();
-        while lab::os_report(dirs, &h.name).len() < 3 && t0.elapsed() < Duration::from_secs(90) {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        println!("{} console:", h.name);
-        for l in lab::os_report(dirs, &h.name) {
+        let (_, lines) = lab::wait_os(dirs, &h.name, 3, Duration::from_secs(60));
+        println!(
+            "{} console (the provisioned OS, booted from its disk):",
+            h.name
+        );
+        for l in lines {
             println!("  {l}");
         }
+    }
+    let evs = lab::events(dirs, NETNS, &plan.controller)?;
+    println!("\nPer-phase timings, seconds (from the controller's Events):");
+    println!("{}", lab::Phases::header());
+    for h in &plan.hosts {
+        let p = lab::Phases::of(&evs, &h.name, tl.os_seen.get(&h.name).copied());
+        println!("{}", p.row(&h.name, h.firmware));
     }
     Ok(())
 }
