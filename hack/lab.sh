@@ -21,10 +21,16 @@ cmd=${1:-up}
 if [ "$cmd" = up ]; then
   hack/deps.sh
   [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-  hack/sushy-tools.sh --libvirt >/dev/null
-  echo "lab: building the ramdisk, the OS image and the binaries (cached)" >&2
-  hack/build-initramfs.sh >/dev/null
-  hack/build-lab-image.sh >/dev/null
-  cargo build -q --workspace --bins
+  # The builds' chatter goes to a log, shown only when a step fails.
+  log=/var/tmp/ferrox-lab-build.log
+  : >"$log"
+  step() {
+    "$@" >>"$log" 2>&1 || { echo "lab: '$*' failed:" >&2; tail -n 60 "$log" >&2; exit 1; }
+  }
+  echo "lab: installing sushy-tools, building the ramdisk, the OS image and the binaries (cached; log: $log)"
+  step hack/sushy-tools.sh --libvirt
+  step hack/build-initramfs.sh
+  step hack/build-lab-image.sh
+  step cargo build --workspace --bins
 fi
 exec target/debug/ferrox-lab "$cmd" "$@"
