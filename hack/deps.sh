@@ -22,6 +22,9 @@ PKGS=(
   # config drives: mtools reads the FAT image; cloud-init's reader (unpacked, not installed, by
   # hack/cloud-init-read-config-drive.sh) needs these Python modules
   mtools python3-yaml python3-jinja2 python3-jsonpatch python3-jsonschema
+  # the lab: libvirtd runs the VMs, sushy-tools' libvirt driver (libvirt-python, built by pip
+  # against libvirt-dev) is their BMC
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev python3-dev
 )
 
 missing=()

@@ -14,5 +14,7 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== the ramdisk (static agent + initramfs for Debian's kernel; cached) for the boot tests"
 hack/build-initramfs.sh >/dev/null
+echo "== the lab's OS disk image (cached) for its boot tests"
+hack/build-lab-image.sh >/dev/null
 echo "== tests (including the root/loop-device/netns/QEMU ones)"
 cargo test --workspace --locked -- --include-ignored

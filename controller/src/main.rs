@@ -515,27 +515,59 @@ fn get(a: GetArgs) -> Result<()> {
             }
         }
         "events" | "ev" => {
-            println!(
-                "{:<24} {:<8} {:<22} {:<28} MESSAGE",
-                "HOST", "TYPE", "REASON", "TIME"
-            );
-            for e in &events {
-                if a.name
+            let stamp = |ms: u64| {
+                k8s_openapi::jiff::Timestamp::from_millisecond(ms as i64)
+                    .unwrap_or(now)
+                    .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string()
+            };
+            let shown = events.iter().filter(|e| {
+                a.name
                     .as_ref()
-                    .is_some_and(|n| *n != e.host.name && *n != e.host.to_string())
-                {
-                    continue;
+                    .is_none_or(|n| *n == e.host.name || *n == e.host.to_string())
+            });
+            match a.output {
+                Output::Table | Output::Wide => {
+                    println!(
+                        "{:<24} {:<8} {:<22} {:<25} MESSAGE",
+                        "HOST", "TYPE", "REASON", "TIME"
+                    );
+                    for e in shown {
+                        println!(
+                            "{:<24} {:<8} {:<22} {:<25} {}",
+                            e.host.to_string(),
+                            if e.warning { "Warning" } else { "Normal" },
+                            e.reason,
+                            stamp(e.at_ms),
+                            e.message
+                        );
+                    }
                 }
-                let t =
-                    k8s_openapi::jiff::Timestamp::from_millisecond(e.at_ms as i64).unwrap_or(now);
-                println!(
-                    "{:<24} {:<8} {:<22} {:<28} {}",
-                    e.host.to_string(),
-                    if e.warning { "Warning" } else { "Normal" },
-                    e.reason,
-                    t.to_string(),
-                    e.message
-                );
+                // core/v1 Events, as `kubectl get events -o json` shows them (always a List).
+                _ => print(&serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": shown
+                        .map(|e| {
+                            serde_json::json!({
+                                "apiVersion": "v1",
+                                "kind": "Event",
+                                "metadata": {"namespace": e.host.namespace},
+                                "involvedObject": {
+                                    "apiVersion": "metal3.io/v1alpha1",
+                                    "kind": "BareMetalHost",
+                                    "namespace": e.host.namespace,
+                                    "name": e.host.name,
+                                },
+                                "type": if e.warning { "Warning" } else { "Normal" },
+                                "reason": e.reason,
+                                "message": e.message,
+                                "lastTimestamp": stamp(e.at_ms),
+                                "source": {"component": "ferrox-controller"},
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                }))?,
             }
         }
         other => bail!("unknown kind {other:?}: use bmh, hardwaredata or events"),

@@ -131,6 +131,22 @@ fn run_then_get_shows_the_host_as_kubectl_would() {
     );
     let (_, events, _) = get(&state, &["events"]);
     assert!(events.contains("RegistrationError"), "{events}");
+    let (ok, events, err) = get(&state, &["events", "-o", "json"]);
+    assert!(ok, "{err}");
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let reg = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["reason"] == "RegistrationError")
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(reg["type"], "Warning");
+    assert_eq!(reg["involvedObject"]["kind"], "BareMetalHost");
+    assert_eq!(reg["involvedObject"]["name"], "node-0");
+    assert!(
+        reg["lastTimestamp"].as_str().unwrap().ends_with('Z'),
+        "{reg}"
+    );
     let (ok, _, err) = get(&state, &["bmh", "nope"]);
     assert!(!ok && err.contains("not found"), "{err}");
 

@@ -41,7 +41,7 @@ pub struct Config {
     pub controller_hosts: Option<String>,
 
     /// File holding the bearer token of the controller's netboot feed (the controller writes
-    /// it as `netboot.token` in its state directory).
+    /// it as `api.token` in its state directory).
     #[arg(long)]
     pub controller_token_file: Option<PathBuf>,
 

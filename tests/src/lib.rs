@@ -2,6 +2,7 @@
 //! tests/tests/: commands run with their stderr kept for the failure message, and loop devices
 //! that come up clean and go away on drop.
 
+pub mod lab;
 pub mod loopdev;
 pub mod ramdisk;
 pub mod sushy;

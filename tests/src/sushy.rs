@@ -27,6 +27,19 @@ pub fn sushy_emulator() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
+/// Installs sushy-tools with libvirt-python (for its libvirt driver) if needed; returns the
+/// venv's `sushy-emulator`.
+pub fn sushy_emulator_with_libvirt() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(crate::ramdisk::workspace().join("hack/sushy-tools.sh"))
+        .arg("--libvirt")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running hack/sushy-tools.sh --libvirt");
+    assert!(out.status.success(), "hack/sushy-tools.sh --libvirt failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// How to run the emulator.
 #[derive(Default)]
 pub struct Setup {
