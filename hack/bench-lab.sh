@@ -10,7 +10,7 @@
 # Its own lab (default /var/tmp/ferrox-bench, namespace ferrox-bench): never the one
 # hack/lab.sh or the tests bring up. Installs and builds what it needs (cached), like
 # hack/lab.sh, plus the 1 GiB image and the floor ramdisk (hack/build-bench-lab.sh). Takes
-# ~10 minutes on 2 cores. Run as root on Debian bookworm.
+# 10–20 minutes on 2 busy cores. Run as root on Debian bookworm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "hack/bench-lab.sh: run as root (network namespaces, libvirtd)" >&2; exit 1; }
