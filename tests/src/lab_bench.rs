@@ -861,6 +861,19 @@ pub fn markdown(r: &Report) -> String {
         ratio(last.saturating_sub(first), total),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
+    let _ = writeln!(
+        o,
+        "\n## What the floors leave out\n\n\
+         * The raw copy verifies nothing; the agent computes the image's SHA-256 while it writes \
+           (on the same single emulated vCPU under TCG), adds the config drive partition and \
+           reports back to the controller: all inside the image write phase.\n\
+         * The bare kernel floor is kernel → a busybox /init; the agent also loads the NIC and \
+           disk drivers, takes a DHCP lease (the floor /init's lease time is given above), takes \
+           its inventory and enrolls over mTLS.\n\
+         * The floor VMs are driven with virsh; the hosts through sushy-tools (Redfish) by the \
+           controller, whose reconcile and BMC round trips sit between the phases.\n\
+         * One run, one sample per number: rerun `hack/bench-lab.sh` for more."
+    );
     o
 }
 
