@@ -115,6 +115,23 @@ pub struct Image {
     pub sha256: String,
 }
 
+impl Image {
+    /// A raw image file and its SHA-256 (read whole: seconds for a GiB).
+    pub fn of(path: &Path) -> Result<Image> {
+        ensure!(path.exists(), "{} is missing", path.display());
+        let sum = crate::run("sha256sum", &[&path.to_string_lossy()])?;
+        let sha256 = String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Ok(Image {
+            path: path.to_path_buf(),
+            sha256,
+        })
+    }
+}
+
 /// What to bring up.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -124,6 +141,11 @@ pub struct Plan {
     pub netns: String,
     /// The hosts.
     pub hosts: Vec<HostPlan>,
+    /// More VMs of the same kind on the same bridge that are not BareMetalHosts (no BMC, no
+    /// manifest): the benchmark's floor machines, driven with virsh.
+    pub extra_vms: Vec<HostPlan>,
+    /// A static hosts file for ferrox-netboot, consulted before the controller's feed.
+    pub netboot_hosts: Option<PathBuf>,
     /// The OS image.
     pub image: Image,
     /// ferrox-controller binary.
@@ -144,17 +166,9 @@ impl Plan {
     /// and netboot binaries in `bin`, sushy-tools with libvirt-python (installed if needed).
     pub fn standard(dir: &Path, netns: &str, hosts: usize, bin: &Path) -> Result<Plan> {
         let image = crate::ramdisk::workspace().join("target/lab-image/disk.raw");
-        ensure!(
-            image.exists(),
-            "{} is missing: run hack/build-lab-image.sh (hack/lab.sh and hack/test.sh do)",
-            image.display()
-        );
-        let sum = crate::run("sha256sum", &[&image.to_string_lossy()])?;
-        let sha256 = String::from_utf8_lossy(&sum.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let image = Image::of(&image).context(
+            "the lab image: run hack/build-lab-image.sh (hack/lab.sh and hack/test.sh do)",
+        )?;
         let (kernel, initramfs) = crate::ramdisk::artifacts();
         for b in ["ferrox-controller", "ferrox-netboot"] {
             ensure!(
@@ -167,10 +181,9 @@ impl Plan {
             dir: dir.to_path_buf(),
             netns: netns.into(),
             hosts: (0..hosts).map(HostPlan::nth).collect(),
-            image: Image {
-                path: image,
-                sha256,
-            },
+            extra_vms: Vec::new(),
+            netboot_hosts: None,
+            image,
             controller: bin.join("ferrox-controller"),
             netboot: bin.join("ferrox-netboot"),
             kernel,
@@ -207,6 +220,10 @@ impl Dirs {
     /// A host's disk (raw, sparse).
     pub fn disk(&self, host: &str) -> PathBuf {
         self.root.join("vms").join(format!("{host}.raw"))
+    }
+    /// The PID file libvirt keeps for a running VM's QEMU (there while it runs).
+    pub fn qemu_pid_file(&self, host: &str) -> PathBuf {
+        self.libvirt().join("run/qemu").join(format!("{host}.pid"))
     }
     /// libvirt's directories.
     fn libvirt(&self) -> PathBuf {
@@ -296,6 +313,13 @@ fn tail(path: &Path, lines: usize) -> String {
 /// server, the controller and netboot, then applies the hosts' manifests. Returns when all
 /// services answer; the hosts then go through their lifecycle on their own.
 pub fn up(plan: &Plan) -> Result<Dirs> {
+    let dirs = start(plan)?;
+    std::fs::write(dirs.manifests().join("hosts.yaml"), manifests(plan))?;
+    Ok(dirs)
+}
+
+/// [`up`] without applying any manifest: the caller [`apply`]s what it wants, when it wants.
+pub fn start(plan: &Plan) -> Result<Dirs> {
     let dirs = Dirs {
         root: plan.dir.clone(),
     };
@@ -329,14 +353,14 @@ pub fn up(plan: &Plan) -> Result<Dirs> {
     ipn(ns, "link add provisioning type bridge")?;
     ipn(ns, &format!("addr add {GATEWAY}/24 dev provisioning"))?;
     ipn(ns, "link set provisioning up")?;
-    for h in &plan.hosts {
+    for h in plan.hosts.iter().chain(&plan.extra_vms) {
         ipn(ns, &format!("tuntap add dev {} mode tap", h.tap))?;
         ipn(ns, &format!("link set {} master provisioning", h.tap))?;
         ipn(ns, &format!("link set {} up", h.tap))?;
     }
 
     start_libvirtd(&dirs, ns)?;
-    for h in &plan.hosts {
+    for h in plan.hosts.iter().chain(&plan.extra_vms) {
         define_vm(&dirs, h)?;
     }
     start_sushy(&dirs, ns, plan)?;
@@ -393,28 +417,28 @@ pub fn up(plan: &Plan) -> Result<Dirs> {
     )
     .with_context(|| tail(&dirs.logs().join("controller.log"), 20))?;
 
-    spawn(
-        &dirs,
-        ns,
-        "netboot",
-        &[
-            &plan.netboot.to_string_lossy(),
-            "--interface",
-            "provisioning",
-            "--pool",
-            &format!("172.22.0.0/24,172.22.0.100-172.22.0.199,router={GATEWAY}"),
-            "--kernel",
-            &plan.kernel.to_string_lossy(),
-            "--initramfs",
-            &plan.initramfs.to_string_lossy(),
-            "--controller-hosts",
-            &format!("http://{GATEWAY}:9445"),
-            "--controller-token-file",
-            &state.join("api.token").to_string_lossy(),
-        ],
-    )?;
-
-    std::fs::write(dirs.manifests().join("hosts.yaml"), manifests(plan))?;
+    let mut netboot: Vec<String> = [
+        plan.netboot.to_string_lossy().as_ref(),
+        "--interface",
+        "provisioning",
+        "--pool",
+        &format!("172.22.0.0/24,172.22.0.100-172.22.0.199,router={GATEWAY}"),
+        "--kernel",
+        &plan.kernel.to_string_lossy(),
+        "--initramfs",
+        &plan.initramfs.to_string_lossy(),
+        "--controller-hosts",
+        &format!("http://{GATEWAY}:9445"),
+        "--controller-token-file",
+        &state.join("api.token").to_string_lossy(),
+    ]
+    .map(String::from)
+    .into();
+    if let Some(hosts) = &plan.netboot_hosts {
+        netboot.extend(["--hosts".into(), hosts.to_string_lossy().into_owned()]);
+    }
+    let netboot: Vec<&str> = netboot.iter().map(String::as_str).collect();
+    spawn(&dirs, ns, "netboot", &netboot)?;
     Ok(dirs)
 }
 

@@ -3,6 +3,7 @@
 //! that come up clean and go away on drop.
 
 pub mod lab;
+pub mod lab_bench;
 pub mod loopdev;
 pub mod ramdisk;
 pub mod sushy;

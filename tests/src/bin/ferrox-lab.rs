@@ -4,8 +4,14 @@
 //!                                           going to provisioned, then leave it running
 //!   ferrox-lab status [--dir DIR]           `ferrox-controller get bmh -o wide` in the lab
 //!   ferrox-lab down [--dir DIR]             stop everything it started, delete the namespace
+//!   ferrox-lab bench [--dir DIR] [--netns NAME] [--out FILE]
+//!                                           the speed benchmark (tests::lab_bench): floors,
+//!                                           one host with a 1 GiB image, three at once; writes
+//!                                           FILE (docs/bench-lab.md); its own lab in
+//!                                           /var/tmp/ferrox-bench, namespace ferrox-bench
 //!
-//! Run by `hack/lab.sh`, which installs and builds what it needs first.
+//! `--netns` names the lab's network namespace (default ferrox-lab; `down` reads it from DIR).
+//! Run by `hack/lab.sh` and `hack/bench-lab.sh`, which install and build what they need first.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +21,8 @@ use tests::lab::{self, Dirs, Plan, Timeline};
 
 const DEFAULT_DIR: &str = "/var/tmp/ferrox-lab";
 const NETNS: &str = "ferrox-lab";
+const BENCH_DIR: &str = "/var/tmp/ferrox-bench";
+const BENCH_NETNS: &str = "ferrox-bench";
 
 fn main() {
     if let Err(e) = real_main() {
@@ -26,11 +34,16 @@ fn main() {
 fn real_main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let cmd = args.next().unwrap_or_else(|| "up".into());
-    let mut dir = PathBuf::from(DEFAULT_DIR);
+    let bench = cmd == "bench";
+    let mut dir = PathBuf::from(if bench { BENCH_DIR } else { DEFAULT_DIR });
+    let mut netns = String::from(if bench { BENCH_NETNS } else { NETNS });
+    let mut out = tests::ramdisk::workspace().join("docs/bench-lab.md");
     let mut hosts = 2usize;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = args.next().context("--dir needs a value")?.into(),
+            "--netns" => netns = args.next().context("--netns needs a value")?,
+            "--out" => out = args.next().context("--out needs a value")?.into(),
             "--hosts" => {
                 hosts = args
                     .next()
@@ -49,7 +62,19 @@ fn real_main() -> Result<()> {
         .unwrap_or_default();
     let controller = bin.join("ferrox-controller");
     match cmd.as_str() {
-        "up" => up(&dir, hosts, &bin),
+        "up" => up(&dir, &netns, hosts, &bin),
+        "bench" => {
+            let opts = tests::lab_bench::Options {
+                dir,
+                netns,
+                bin,
+                out,
+            };
+            let report = tests::lab_bench::run(&opts)?;
+            println!("\n{}", tests::lab_bench::markdown(&report));
+            println!("bench: written to {}", opts.out.display());
+            Ok(())
+        }
         "down" => {
             lab::down(&dir)?;
             println!("lab in {} is down", dir.display());
@@ -57,22 +82,22 @@ fn real_main() -> Result<()> {
         }
         "status" => {
             let st = std::process::Command::new("ip")
-                .args(["netns", "exec", NETNS])
+                .args(["netns", "exec", &netns])
                 .arg(&controller)
                 .args(["get", "bmh", "-o", "wide", "--state"])
                 .arg(dir.join("state"))
                 .status()?;
             std::process::exit(st.code().unwrap_or(1));
         }
-        other => bail!("unknown command {other:?}: up, status or down"),
+        other => bail!("unknown command {other:?}: up, status, down or bench"),
     }
 }
 
-fn up(dir: &Path, hosts: usize, bin: &Path) -> Result<()> {
+fn up(dir: &Path, netns: &str, hosts: usize, bin: &Path) -> Result<()> {
     if !(1..=32).contains(&hosts) {
         bail!("--hosts: 1 to 32");
     }
-    let plan = Plan::standard(dir, NETNS, hosts, bin)?;
+    let plan = Plan::standard(dir, netns, hosts, bin)?;
     println!("ferrox-lab: bringing up {hosts} hosts in {}", dir.display());
     let dirs = match lab::up(&plan) {
         Ok(d) => d,
@@ -82,7 +107,7 @@ fn up(dir: &Path, hosts: usize, bin: &Path) -> Result<()> {
         }
     };
     println!(
-        "ferrox-lab: up (namespace {NETNS}, BMCs at http://{}:{}, logs in {}); manifests applied:",
+        "ferrox-lab: up (namespace {netns}, BMCs at http://{}:{}, logs in {}); manifests applied:",
         lab::GATEWAY,
         lab::SUSHY_PORT,
         dirs.logs().display()
@@ -102,14 +127,14 @@ fn up(dir: &Path, hosts: usize, bin: &Path) -> Result<()> {
     let mut tl = Timeline::new();
     lab::watch(
         &dirs,
-        NETNS,
+        netns,
         &plan.controller,
         &mut tl,
         Duration::from_secs(3600),
         &mut |l| println!("{l}"),
         &|name, s, tl| s.state == "provisioned" && tl.os_seen.contains_key(name),
     )?;
-    report(&dirs, &plan, &tl)?;
+    report(&dirs, netns, &plan, &tl)?;
     println!(
         "\nThe lab stays up: `hack/lab.sh status`, consoles in {}/vms/*.console, `hack/lab.sh down` to stop it.",
         dirs.root.display()
@@ -117,12 +142,12 @@ fn up(dir: &Path, hosts: usize, bin: &Path) -> Result<()> {
     Ok(())
 }
 
-fn report(dirs: &Dirs, plan: &Plan, tl: &Timeline) -> Result<()> {
+fn report(dirs: &Dirs, netns: &str, plan: &Plan, tl: &Timeline) -> Result<()> {
     let get = |args: &[&str]| -> Result<String> {
         let c = plan.controller.to_string_lossy();
         let s = dirs.state();
         let s = s.to_string_lossy();
-        let mut v = vec!["netns", "exec", NETNS, &c];
+        let mut v = vec!["netns", "exec", netns, &c];
         v.extend_from_slice(args);
         v.extend_from_slice(&["--state", &s]);
         Ok(String::from_utf8_lossy(&tests::run("ip", &v)?.stdout).into_owned())
@@ -146,7 +171,7 @@ fn report(dirs: &Dirs, plan: &Plan, tl: &Timeline) -> Result<()> {
             println!("  {l}");
         }
     }
-    let evs = lab::events(dirs, NETNS, &plan.controller)?;
+    let evs = lab::events(dirs, netns, &plan.controller)?;
     println!("\nPer-phase timings, seconds (from the controller's Events):");
     println!("{}", lab::Phases::header());
     for h in &plan.hosts {
