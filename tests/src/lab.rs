@@ -724,6 +724,29 @@ pub fn down(dir: &Path) -> Result<()> {
     if let Ok(ns) = std::fs::read_to_string(dirs.root.join("netns")) {
         let ns = ns.trim();
         if Path::new("/run/netns").join(ns).exists() {
+            // Whatever still runs in the lab's namespace was started by the lab (a QEMU whose
+            // libvirtd died before writing or after removing its PID file, say).
+            let left = || -> Vec<u32> {
+                sh("ip", &["netns", "pids", ns])
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .filter(|p| alive(*p))
+                    .collect()
+            };
+            for (sig, wait) in [("-TERM", 5), ("-KILL", 2)] {
+                let pids = left();
+                if pids.is_empty() {
+                    break;
+                }
+                for p in &pids {
+                    let _ = crate::run("kill", &[sig, &p.to_string()]);
+                }
+                let t0 = Instant::now();
+                while !left().is_empty() && t0.elapsed() < Duration::from_secs(wait) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
             crate::run("ip", &["netns", "del", ns])?;
         }
     }
