@@ -1098,14 +1098,17 @@ impl Phases {
     }
 }
 
-/// Waits (bounded) until the provisioned OS on `host` printed `lines` report lines; returns
-/// when its first line was seen (ms since the epoch) and the lines.
-pub fn wait_os(
-    dirs: &Dirs,
-    host: &str,
-    lines: usize,
-    limit: Duration,
-) -> (Option<u64>, Vec<String>) {
+/// Whether the provisioned OS on `host` has printed its last report line (`FERROX-LAB: ready
+/// ...`, after the config drive's lines, whatever they said).
+pub fn os_ready(dirs: &Dirs, host: &str) -> bool {
+    os_report(dirs, host)
+        .iter()
+        .any(|l| l.starts_with("FERROX-LAB: ready"))
+}
+
+/// Waits (bounded) until the provisioned OS on `host` printed its whole report ([`os_ready`]);
+/// returns when its first line was seen (ms since the epoch) and the lines.
+pub fn wait_os(dirs: &Dirs, host: &str, limit: Duration) -> (Option<u64>, Vec<String>) {
     let t0 = Instant::now();
     let mut first = None;
     loop {
@@ -1113,7 +1116,7 @@ pub fn wait_os(
         if !r.is_empty() && first.is_none() {
             first = Some(now_ms());
         }
-        if r.len() >= lines || t0.elapsed() > limit {
+        if r.iter().any(|l| l.starts_with("FERROX-LAB: ready")) || t0.elapsed() > limit {
             return (first, r);
         }
         std::thread::sleep(Duration::from_millis(250));

@@ -109,7 +109,6 @@ fn lab_provisions_a_uefi_and_a_bios_host_end_to_end() {
     let dirs = lab::up(&plan).unwrap();
     let mut tl = Timeline::new();
     let mut show = |l: &str| println!("{l}");
-    let os_lines = |d: &Dirs, n: &str| lab::os_report(d, n).len() >= 3;
 
     // Manifests → provisioned, and each OS up from its disk.
     lab::watch(
@@ -119,7 +118,8 @@ fn lab_provisions_a_uefi_and_a_bios_host_end_to_end() {
         &mut tl,
         Duration::from_secs(1500),
         &mut show,
-        &|n, s, _| s.state == "provisioned" && os_lines(&dirs, n),
+        // Up to its last line: the config drive's lines come before it.
+        &|n, s, _| s.state == "provisioned" && lab::os_ready(&dirs, n),
     )
     .unwrap_or_else(|e| {
         panic!(

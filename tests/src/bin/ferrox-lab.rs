@@ -162,7 +162,7 @@ fn report(dirs: &Dirs, netns: &str, plan: &Plan, tl: &Timeline) -> Result<()> {
         );
     }
     for h in &plan.hosts {
-        let (_, lines) = lab::wait_os(dirs, &h.name, 3, Duration::from_secs(60));
+        let (_, lines) = lab::wait_os(dirs, &h.name, Duration::from_secs(90));
         println!(
             "{} console (the provisioned OS, booted from its disk):",
             h.name
