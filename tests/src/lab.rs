@@ -767,23 +767,21 @@ pub struct Seen {
     pub powered_on: bool,
 }
 
+/// Runs `ferrox-controller ARGS --state DIR/state` inside the lab's namespace (where its local
+/// API listens); returns its stdout.
+pub fn ctl(dirs: &Dirs, ns: &str, controller: &Path, args: &[&str]) -> Result<String> {
+    let c = controller.to_string_lossy();
+    let state = dirs.state();
+    let state = state.to_string_lossy();
+    let mut v = vec!["netns", "exec", ns, &c];
+    v.extend_from_slice(args);
+    v.extend_from_slice(&["--state", &state]);
+    sh("ip", &v)
+}
+
 /// Reads every host's status through the product's own CLI, inside the namespace.
 pub fn observe(dirs: &Dirs, ns: &str, controller: &Path) -> Result<BTreeMap<String, Seen>> {
-    let out = sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            &controller.to_string_lossy(),
-            "get",
-            "bmh",
-            "-o",
-            "json",
-            "--state",
-            &dirs.state().to_string_lossy(),
-        ],
-    )?;
+    let out = ctl(dirs, ns, controller, &["get", "bmh", "-o", "json"])?;
     let v: serde_json::Value = serde_json::from_str(&out).context("get -o json")?;
     let items = v
         .get("items")
@@ -966,21 +964,7 @@ pub struct LabEvent {
 
 /// Every Event the controller recorded, oldest first.
 pub fn events(dirs: &Dirs, ns: &str, controller: &Path) -> Result<Vec<LabEvent>> {
-    let out = sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            &controller.to_string_lossy(),
-            "get",
-            "events",
-            "-o",
-            "json",
-            "--state",
-            &dirs.state().to_string_lossy(),
-        ],
-    )?;
+    let out = ctl(dirs, ns, controller, &["get", "events", "-o", "json"])?;
     let v: serde_json::Value = serde_json::from_str(&out).context("get events -o json")?;
     let mut evs: Vec<LabEvent> = v["items"]
         .as_array()

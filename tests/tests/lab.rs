@@ -84,13 +84,7 @@ fn signatures(target: &str) -> String {
 }
 
 fn get(dirs: &Dirs, plan: &Plan, args: &[&str]) -> String {
-    let c = plan.controller.to_string_lossy();
-    let s = dirs.state();
-    let s = s.to_string_lossy();
-    let mut v = vec!["netns", "exec", plan.netns.as_str(), &c];
-    v.extend_from_slice(args);
-    v.extend_from_slice(&["--state", &s]);
-    String::from_utf8_lossy(&tests::run("ip", &v).unwrap().stdout).into_owned()
+    lab::ctl(dirs, &plan.netns, &plan.controller, args).unwrap()
 }
 
 #[test]

@@ -143,15 +143,7 @@ fn up(dir: &Path, netns: &str, hosts: usize, bin: &Path) -> Result<()> {
 }
 
 fn report(dirs: &Dirs, netns: &str, plan: &Plan, tl: &Timeline) -> Result<()> {
-    let get = |args: &[&str]| -> Result<String> {
-        let c = plan.controller.to_string_lossy();
-        let s = dirs.state();
-        let s = s.to_string_lossy();
-        let mut v = vec!["netns", "exec", netns, &c];
-        v.extend_from_slice(args);
-        v.extend_from_slice(&["--state", &s]);
-        Ok(String::from_utf8_lossy(&tests::run("ip", &v)?.stdout).into_owned())
-    };
+    let get = |args: &[&str]| lab::ctl(dirs, netns, &plan.controller, args);
     println!("\n{}", get(&["get", "bmh", "-o", "wide"])?);
     if let Some(h) = plan.hosts.first() {
         println!(
