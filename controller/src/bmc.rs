@@ -109,6 +109,12 @@ impl Bmc for RedfishBmc {
         Box::pin(async move {
             // A fresh connection: registration checks address and credentials for real.
             self.clients.lock().unwrap().remove(t);
+            self.power_state(t).await
+        })
+    }
+
+    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFut<'a, Result<Power, String>> {
+        Box::pin(async move {
             let s = self.with(t, |c| Box::pin(c.power_state())).await?;
             Ok(match s {
                 PowerState::On | PowerState::PoweringOn => Power::On,

@@ -26,6 +26,11 @@ pub struct Limits {
     pub backoff_max_ms: u64,
     /// Failed power-offs after which a deleted host is forgotten anyway.
     pub delete_power_attempts: u32,
+    /// How long the OS gets to shut down after a graceful shutdown request (ACPI power button)
+    /// before the host is powered off hard. Ironic's soft power-off timeout is 600 s.
+    pub soft_power_off_timeout_ms: u64,
+    /// How often the power state is read while waiting for a graceful shutdown.
+    pub power_poll_ms: u64,
 }
 
 impl Default for Limits {
@@ -36,6 +41,8 @@ impl Default for Limits {
             backoff_base_ms: 10_000,
             backoff_max_ms: 10 * 60_000,
             delete_power_attempts: 3,
+            soft_power_off_timeout_ms: 180_000,
+            power_poll_ms: 2_000,
         }
     }
 }
@@ -62,6 +69,8 @@ pub enum Act {
     /// Render an agent command of this kind and record it in `status.op` (from then on it is
     /// offered to the agent on its heartbeats).
     Issue(OpKind),
+    /// Read the power state (waiting for a graceful shutdown).
+    ReadPower,
     /// Power on.
     PowerOn,
     /// Power off (`force`: no graceful shutdown first).
@@ -109,7 +118,7 @@ pub type ActResult = Result<ActOk, String>;
 pub enum ActOk {
     /// Done; nothing to report.
     Done,
-    /// Probe: the power state read from the BMC.
+    /// Probe, ReadPower: the power state read from the BMC.
     Power(Power),
     /// Issue: the rendered command.
     Issued(agent_proto::Command),
@@ -447,11 +456,48 @@ impl Planner<'_> {
         }
     }
 
+    /// Keeps the host powered as `on` says. Off is graceful first, as metal3 does it: the OS is
+    /// asked to shut down (ACPI), the power state is read until it is off, and after
+    /// [`Limits::soft_power_off_timeout_ms`] (or when the BMC refused the graceful request) the
+    /// host is powered off hard.
     fn enforce_power(&mut self, on: bool) -> Step {
+        let now = self.facts.now_ms;
+        if let Some(wait) = self.st.shutdown {
+            if on {
+                // Online again mid-shutdown: the OS may be going down; look before acting.
+                self.st.shutdown = None;
+                return (Some(Act::ReadPower), None);
+            }
+            let deadline = wait.since_ms + self.lim.soft_power_off_timeout_ms;
+            if now >= deadline {
+                self.note(
+                    true,
+                    "PowerOffForced",
+                    &format!(
+                        "the host did not shut down within {} s of the graceful shutdown request; \
+                         powering it off hard",
+                        self.lim.soft_power_off_timeout_ms / 1000
+                    ),
+                );
+                return (Some(Act::PowerOff { force: true }), None);
+            }
+            if now < wait.check_ms {
+                return (None, Some(wait.check_ms.min(deadline) - now));
+            }
+            return (Some(Act::ReadPower), None);
+        }
         match (on, self.st.power) {
             (true, Power::On) | (false, Power::Off) => (None, None),
             (true, _) => (Some(Act::PowerOn), None),
-            (false, _) => (Some(Act::PowerOff { force: false }), None),
+            (false, _) => {
+                // A graceful request the BMC refused is not asked again: the retry is hard.
+                let refused = self
+                    .st
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.kind == ErrorType::PowerManagement);
+                (Some(Act::PowerOff { force: refused }), None)
+            }
         }
     }
 
@@ -550,6 +596,9 @@ pub fn absorb(
                     st.operational = Operational::Ok;
                 }
             }
+            if matches!(act, Act::BootAgent | Act::Reboot | Act::BootDisk) {
+                st.shutdown = None;
+            }
             match (act, ok) {
                 (Act::Probe, ActOk::Power(p)) => {
                     st.power = p;
@@ -587,9 +636,31 @@ pub fn absorb(
                         outcome: None,
                     });
                 }
-                (Act::PowerOn, _) => st.power = Power::On,
-                (Act::PowerOff { .. }, _) => {
+                (Act::ReadPower, ActOk::Power(p)) => {
+                    st.power = p;
+                    match st.shutdown.as_mut() {
+                        Some(_) if p == Power::Off => {
+                            st.shutdown = None;
+                            st.agent.phase = AgentPhase::Down;
+                        }
+                        Some(wait) => wait.check_ms = now + lim.power_poll_ms,
+                        None => {}
+                    }
+                }
+                (Act::PowerOn, _) => {
+                    st.power = Power::On;
+                    st.shutdown = None;
+                }
+                (Act::PowerOff { force: false }, _) => {
+                    // Asked, not done: the host is on until the BMC says it is off.
+                    st.shutdown = Some(ShutdownWait {
+                        since_ms: now,
+                        check_ms: now + lim.power_poll_ms,
+                    });
+                }
+                (Act::PowerOff { force: true }, _) => {
                     st.power = Power::Off;
+                    st.shutdown = None;
                     st.agent.phase = AgentPhase::Down;
                 }
                 (Act::Reboot, _) => {

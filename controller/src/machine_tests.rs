@@ -551,10 +551,127 @@ fn online_is_enforced_when_provisioned() {
     s.spec.online = false;
     s.ok();
     assert_eq!(s.acts.last(), Some(&Act::PowerOff { force: false }));
+    // Asked, not yet seen off.
+    assert_eq!(s.st.power, Power::On);
+    s.now += s.lim.power_poll_ms;
+    s.settle(power_reads(Power::Off));
+    assert_eq!(s.acts.last(), Some(&Act::ReadPower));
     assert_eq!(s.st.power, Power::Off);
+    assert_eq!(s.st.shutdown, None);
     s.spec.online = true;
     s.ok();
     assert_eq!(s.acts.last(), Some(&Act::PowerOn));
+}
+
+/// Answers every act; ReadPower and Probe read `p`.
+fn power_reads(p: Power) -> impl FnMut(&Act) -> ActResult {
+    move |a| {
+        Ok(match a {
+            Act::ReadPower | Act::Probe => ActOk::Power(p),
+            _ => ActOk::Done,
+        })
+    }
+}
+
+fn provisioned_sim() -> Sim {
+    let mut s = provisioning_sim();
+    s.finish(written());
+    s.ok();
+    assert_eq!(s.st.state, State::Provisioned);
+    s
+}
+
+#[test]
+fn graceful_power_off_waits_for_the_os_and_reads_the_power_state_until_off() {
+    let mut s = provisioned_sim();
+    s.spec.online = false;
+    let wait = s.settle(power_reads(Power::On));
+    assert_eq!(s.acts.last(), Some(&Act::PowerOff { force: false }));
+    assert_eq!(wait, Some(s.lim.power_poll_ms), "polls, not busy-loops");
+    // The OS takes 10 s: every poll before then reads On.
+    for _ in 0..4 {
+        s.now += s.lim.power_poll_ms;
+        let wait = s.settle(power_reads(Power::On));
+        assert_eq!(s.acts.last(), Some(&Act::ReadPower));
+        assert_eq!(wait, Some(s.lim.power_poll_ms));
+        assert_eq!(s.st.power, Power::On);
+    }
+    s.now += s.lim.power_poll_ms;
+    assert_eq!(s.settle(power_reads(Power::Off)), None);
+    assert_eq!(s.st.power, Power::Off);
+    assert!(!s.acts.contains(&Act::PowerOff { force: true }));
+    assert!(!s.notes.iter().any(|n| n.reason == "PowerOffForced"));
+}
+
+#[test]
+fn an_os_that_ignores_the_shutdown_request_is_powered_off_hard_after_the_timeout() {
+    let mut s = provisioned_sim();
+    s.lim.soft_power_off_timeout_ms = 30_000;
+    s.spec.online = false;
+    s.settle(power_reads(Power::On));
+    let asked = s.now;
+    while s.now < asked + 30_000 {
+        assert!(!s.acts.contains(&Act::PowerOff { force: true }));
+        let wait = s.settle(power_reads(Power::On)).expect("a timed wait");
+        assert!(wait <= s.lim.power_poll_ms);
+        s.now += wait;
+    }
+    assert_eq!(s.now, asked + 30_000, "the last wait ends at the deadline");
+    s.settle(power_reads(Power::On));
+    assert_eq!(s.acts.last(), Some(&Act::PowerOff { force: true }));
+    assert_eq!(s.st.power, Power::Off);
+    assert_eq!(s.st.shutdown, None);
+    let forced: Vec<_> = s
+        .notes
+        .iter()
+        .filter(|n| n.reason == "PowerOffForced")
+        .collect();
+    assert_eq!(forced.len(), 1);
+    assert!(forced[0].warning);
+    assert!(forced[0].message.contains("30 s"), "{}", forced[0].message);
+}
+
+#[test]
+fn a_graceful_shutdown_the_bmc_refuses_is_retried_hard() {
+    let mut s = provisioned_sim();
+    s.spec.online = false;
+    let wait = s.settle(|a| match a {
+        Act::PowerOff { force: false } => {
+            Err("GracefulShutdown is not an allowed ResetType".into())
+        }
+        _ => Ok(ActOk::Done),
+    });
+    assert_eq!(
+        s.st.error.as_ref().map(|e| e.kind),
+        Some(ErrorType::PowerManagement)
+    );
+    s.now += wait.expect("a backoff");
+    s.settle(power_reads(Power::On));
+    assert_eq!(s.acts.last(), Some(&Act::PowerOff { force: true }));
+    assert_eq!(s.st.power, Power::Off);
+    assert_eq!(s.st.error, None);
+}
+
+#[test]
+fn online_again_during_a_graceful_shutdown_reads_the_power_before_acting() {
+    // Still on: nothing more to do.
+    let mut s = provisioned_sim();
+    s.spec.online = false;
+    s.settle(power_reads(Power::On));
+    s.spec.online = true;
+    s.settle(power_reads(Power::On));
+    assert_eq!(s.acts.last(), Some(&Act::ReadPower));
+    assert_eq!(s.st.shutdown, None);
+    assert_eq!(s.st.power, Power::On);
+    // Already went down: powered on again.
+    let mut s = provisioned_sim();
+    s.spec.online = false;
+    s.settle(power_reads(Power::On));
+    s.spec.online = true;
+    s.settle(power_reads(Power::Off));
+    let n = s.acts.len();
+    assert_eq!(&s.acts[n - 2..], [Act::ReadPower, Act::PowerOn]);
+    assert_eq!(s.st.power, Power::On);
 }
 
 #[test]

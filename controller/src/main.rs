@@ -85,6 +85,10 @@ struct RunArgs {
     /// Seconds a host may take from power-on to the agent's enrollment.
     #[arg(long, default_value_t = 600)]
     boot_timeout: u64,
+    /// Seconds the OS gets to shut down after a graceful shutdown request (spec.online: false)
+    /// before the host is powered off hard (Ironic's soft power-off timeout is 600 s).
+    #[arg(long, default_value_t = 180)]
+    soft_power_off_timeout: u64,
     /// Extra kernel command line for the ramdisk, e.g. `console=ttyS0`.
     #[arg(long)]
     ramdisk_cmdline: Option<String>,
@@ -259,6 +263,7 @@ fn run(a: RunArgs) -> Result<()> {
         let cfg = Config {
             limits: Limits {
                 boot_timeout_ms: a.boot_timeout * 1000,
+                soft_power_off_timeout_ms: a.soft_power_off_timeout * 1000,
                 ..Limits::default()
             },
             provisioning_limit: a.provisioning_limit,

@@ -399,6 +399,15 @@ pub enum Power {
     Off,
 }
 
+/// A graceful shutdown in progress: asked at `since_ms`; the power state is read again at
+/// `check_ms`, and the host is powered off hard when the OS has not shut down in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShutdownWait {
+    pub since_ms: u64,
+    pub check_ms: u64,
+}
+
 /// Everything the controller knows and has done for one host. Persisted after every step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -418,6 +427,9 @@ pub struct HostStatus {
     pub retry_at_ms: u64,
     /// `status.poweredOn`, as last read or commanded.
     pub power: Power,
+    /// A graceful shutdown was asked of the OS and the host has not been seen off yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<ShutdownWait>,
     /// The agent.
     pub agent: AgentStatus,
     /// The one-time token of the current agent boot, until the agent redeems it (netboot puts it
@@ -461,6 +473,7 @@ impl Default for HostStatus {
             error_count: 0,
             retry_at_ms: 0,
             power: Power::Unknown,
+            shutdown: None,
             agent: AgentStatus::default(),
             boot_token: None,
             op: None,

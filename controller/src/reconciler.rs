@@ -61,6 +61,8 @@ pub enum BootTarget {
 pub trait Bmc: Send + Sync + 'static {
     /// Checks address and credentials; reads the power state.
     fn probe<'a>(&'a self, t: &'a BmcTarget) -> BoxFut<'a, Result<Power, String>>;
+    /// Reads the power state (on an established session).
+    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFut<'a, Result<Power, String>>;
     /// Powers on or off (`force`: hard off).
     fn power<'a>(
         &'a self,
@@ -635,6 +637,10 @@ impl Reconciler {
                     id: format!("{uid}.{n}.{name}"),
                     action,
                 }))
+            }
+            Act::ReadPower => {
+                let t = self.bmc_target(key, spec)?;
+                Ok(ActOk::Power(self.bmc.power_state(&t).await?))
             }
             Act::PowerOn => {
                 let t = self.bmc_target(key, spec)?;

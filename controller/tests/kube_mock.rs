@@ -333,6 +333,10 @@ impl Bmc for FakeBmc {
             Ok(*self.power.lock().unwrap())
         })
     }
+    fn power_state<'a>(&'a self, _: &'a BmcTarget) -> BoxFut<'a, Result<Power, String>> {
+        self.call("power state");
+        Box::pin(async move { Ok(*self.power.lock().unwrap()) })
+    }
     fn power<'a>(&'a self, _: &'a BmcTarget, on: bool, _: bool) -> BoxFut<'a, Result<(), String>> {
         self.call(if on { "power on" } else { "power off" });
         *self.power.lock().unwrap() = if on { Power::On } else { Power::Off };

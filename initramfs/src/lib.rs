@@ -56,6 +56,10 @@ pub const DEFAULT_MODULES: &[&str] = &[
     // as a module gets it.
     "8021q",
     "af_packet",
+    // The ACPI power button and the event device the agent reads it through: a BMC's
+    // graceful shutdown powers the ramdisk off at once instead of timing out.
+    "button",
+    "evdev",
 ];
 
 /// Firmware files larger than this are left out by default (and reported): the

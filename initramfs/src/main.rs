@@ -45,7 +45,8 @@ struct Config {
     /// Replace the default module set (comma-separated names or exact aliases). The default:
     /// NICs virtio_net e1000 e1000e igb ixgbe i40e ice mlx5_core bnxt_en tg3; storage
     /// virtio_blk virtio_scsi nvme ahci sd_mod megaraid_sas mpt3sas smartpqi; virtio_pci (the
-    /// virtio PCI transport); 8021q and af_packet (VLAN, LLDP). Dependencies always follow.
+    /// virtio PCI transport); 8021q and af_packet (VLAN, LLDP); button and evdev (the ACPI power
+    /// button). Dependencies always follow.
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     modules: Option<Vec<String>>,
 

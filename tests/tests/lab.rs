@@ -198,20 +198,9 @@ fn lab_provisions_a_uefi_and_a_bios_host_end_to_end() {
         );
     }
 
-    // Deprovision (image removed from the manifest): metadata cleaning, back to available;
-    // then powered off.
-    lab::apply(&dirs, &lab::manifests_with(&plan, false, true)).unwrap();
-    lab::watch(
-        &dirs,
-        &netns,
-        &plan.controller,
-        &mut tl,
-        Duration::from_secs(900),
-        &mut show,
-        &|_, s, _| s.state == "available",
-    )
-    .unwrap();
-    lab::apply(&dirs, &lab::manifests_with(&plan, false, false)).unwrap();
+    // Offline while provisioned: the lab OS has no acpid and ignores the graceful shutdown
+    // request, so after the lab's 20 s the controller powers it off hard, and says so.
+    lab::apply(&dirs, &lab::manifests_with(&plan, true, false)).unwrap();
     lab::watch(
         &dirs,
         &netns,
@@ -219,10 +208,59 @@ fn lab_provisions_a_uefi_and_a_bios_host_end_to_end() {
         &mut tl,
         Duration::from_secs(300),
         &mut show,
+        &|_, s, _| s.state == "provisioned" && !s.powered_on,
+    )
+    .unwrap();
+    let evs = lab::events(&dirs, &netns, &plan.controller).unwrap();
+    let forced = |evs: &[lab::LabEvent], host: &str| -> Vec<String> {
+        evs.iter()
+            .filter(|e| e.host == host && e.reason == "PowerOffForced")
+            .map(|e| e.message.clone())
+            .collect()
+    };
+    for h in &plan.hosts {
+        // Really off, not just believed off.
+        assert_eq!(
+            lab::domain_state(&dirs, &h.name).unwrap(),
+            "shut off",
+            "{}",
+            h.name
+        );
+        let f = forced(&evs, &h.name);
+        assert_eq!(f.len(), 1, "{}: {f:?}", h.name);
+        assert!(f[0].contains("within 20 s"), "{}", f[0]);
+    }
+
+    // Deprovision (image removed from the manifest), still offline: the agent boots, cleans
+    // the disk's metadata, the host is available; then the graceful shutdown reaches the
+    // ramdisk, whose agent hears the ACPI power button and powers off: no second hard off.
+    lab::apply(&dirs, &lab::manifests_with(&plan, false, false)).unwrap();
+    lab::watch(
+        &dirs,
+        &netns,
+        &plan.controller,
+        &mut tl,
+        Duration::from_secs(900),
+        &mut show,
         &|_, s, _| s.state == "available" && !s.powered_on,
     )
     .unwrap();
     let evs = lab::events(&dirs, &netns, &plan.controller).unwrap();
+    for h in &plan.hosts {
+        assert_eq!(
+            lab::domain_state(&dirs, &h.name).unwrap(),
+            "shut off",
+            "{}",
+            h.name
+        );
+        assert_eq!(forced(&evs, &h.name).len(), 1, "{}", h.name);
+        let console = std::fs::read_to_string(dirs.console(&h.name)).unwrap_or_default();
+        assert!(
+            console.contains("power button pressed (graceful shutdown request): powering off"),
+            "{}: the ramdisk did not power off on the ACPI request",
+            h.name
+        );
+    }
     for (h, p) in plan.hosts.iter().zip(&parts) {
         let path = lab::path(&evs, &h.name);
         assert_eq!(

@@ -37,6 +37,7 @@ use crate::format::{self, AutoDecoder, Decoder, FormatError, SinkError};
 use crate::http::{self, FetchError, Transport};
 use crate::progress::{ProgressFn, Reporter};
 use crate::writer::{self, Disk, DiskSink, HOLD};
+use agent_sys::system::thread_cpu_time;
 
 /// Largest checksum file fetched.
 pub const CHECKSUM_FILE_LIMIT: usize = 1 << 20;
@@ -115,6 +116,22 @@ pub struct WriteReport {
     pub rate_bytes_per_sec: u64,
     /// Transfers resumed with a Range request.
     pub resumes: u32,
+    /// CPU seconds each stage used. A stage near `seconds` is the bottleneck; all of them
+    /// together near `seconds` on one CPU means the machine is CPU-bound.
+    pub cpu_seconds: StageCpu,
+}
+
+/// CPU seconds per stage of the pipeline (each stage is one thread).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageCpu {
+    /// HTTP(S) receive: TLS, HTTP parsing, handing chunks on.
+    pub download: f64,
+    pub hash: f64,
+    /// Format decoding and batching into aligned buffers.
+    pub decode: f64,
+    /// pwrite/O_DIRECT submission.
+    pub write: f64,
 }
 
 /// Why an image write failed. The first MiB of the device is zero after any failure that
@@ -509,11 +526,17 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
     let (dl, hashed, decoded, written) = std::thread::scope(|s| {
         let writer = std::thread::Builder::new()
             .name("image-writer".into())
-            .spawn_scoped(s, || writer::run_writer(&disk, jobs_rx, free_tx))
+            .spawn_scoped(s, || {
+                let r = writer::run_writer(&disk, jobs_rx, free_tx);
+                (r, thread_cpu_time())
+            })
             .expect("spawning the writer thread");
         let decoder = std::thread::Builder::new()
             .name("image-decoder".into())
-            .spawn_scoped(s, || run_decoder(dec_rx, sink, req))
+            .spawn_scoped(s, || {
+                let r = run_decoder(dec_rx, sink, req);
+                (r, thread_cpu_time())
+            })
             .expect("spawning the decoder thread");
         let hasher = std::thread::Builder::new()
             .name("image-hasher".into())
@@ -522,14 +545,15 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
                 while let Some(c) = hash_rx.blocking_recv() {
                     match c {
                         Chunk::Data(d) => h.update(&d),
-                        Chunk::End => return Some(h.finish_hex()),
+                        Chunk::End => return (Some(h.finish_hex()), thread_cpu_time()),
                         Chunk::Start { .. } => {}
                     }
                 }
-                None
+                (None, thread_cpu_time())
             })
             .expect("spawning the hasher thread");
         let progress = Reporter::new(req.progress.clone(), device_name.clone());
+        let cpu_before = thread_cpu_time();
         let dl = rt.block_on(download(
             &transport,
             &req.url,
@@ -537,13 +561,21 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
             [dec_tx, hash_tx],
             progress,
         ));
-        (dl, hasher.join(), decoder.join(), writer.join())
+        let dl_cpu = thread_cpu_time().saturating_sub(cpu_before);
+        ((dl, dl_cpu), hasher.join(), decoder.join(), writer.join())
     });
 
     // Pick the root cause: the stage that failed first on its own, not those it stopped.
-    let written = written.map_err(|_| ImageError::Panicked("writer"))?;
-    let decoded = decoded.map_err(|_| ImageError::Panicked("decoder"))?;
-    let hashed = hashed.map_err(|_| ImageError::Panicked("hasher"))?;
+    let (written, write_cpu) = written.map_err(|_| ImageError::Panicked("writer"))?;
+    let (decoded, decode_cpu) = decoded.map_err(|_| ImageError::Panicked("decoder"))?;
+    let (hashed, hash_cpu) = hashed.map_err(|_| ImageError::Panicked("hasher"))?;
+    let (dl, dl_cpu) = dl;
+    let cpu_seconds = StageCpu {
+        download: dl_cpu.as_secs_f64(),
+        hash: hash_cpu.as_secs_f64(),
+        decode: decode_cpu.as_secs_f64(),
+        write: write_cpu.as_secs_f64(),
+    };
     let dl_err = |source| ImageError::Download {
         url: req.url.clone(),
         source,
@@ -612,7 +644,8 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
         seconds,
         rate_bytes_per_sec: (stats.bytes as f64 / seconds.max(1e-9)) as u64,
         resumes: stats.resumes,
+        cpu_seconds,
     };
-    tracing::info!(url = %req.url, device = %req.device.display(), format = %report.format, bytes = report.bytes_downloaded, seconds, resumes = report.resumes, "image written");
+    tracing::info!(url = %req.url, device = %req.device.display(), format = %report.format, bytes = report.bytes_downloaded, seconds, resumes = report.resumes, cpu_download = cpu_seconds.download, cpu_hash = cpu_seconds.hash, cpu_decode = cpu_seconds.decode, cpu_write = cpu_seconds.write, "image written");
     Ok(report)
 }

@@ -14,6 +14,7 @@ use agent_sys::system::{self, Shutdown};
 use crate::cmdline::{self, BootParams, OnFatal};
 use crate::coldplug::{self, ModuleDb};
 use crate::net;
+use crate::power_button;
 
 /// Seconds since the kernel started (CLOCK_BOOTTIME, from /proc/uptime).
 pub fn uptime() -> f64 {
@@ -93,10 +94,12 @@ fn coldplug_modules(params: &BootParams) {
         }
     };
     let t = Instant::now();
+    // The power button's driver binds by modalias; evdev, which gives it an event device,
+    // has none and is asked for by name.
     let always: &[&str] = if params.vlan.is_some() {
-        &["8021q"]
+        &["button", "evdev", "8021q"]
     } else {
-        &[]
+        &["button", "evdev"]
     };
     let report = coldplug::coldplug(&db, &dir, Path::new("/sys/devices"), always, |path| {
         let f = std::fs::File::open(path)?;
@@ -112,6 +115,41 @@ fn coldplug_modules(params: &BootParams) {
     for (m, e) in &report.failed {
         say(&format!("module {m} failed to load: {e}"));
     }
+}
+
+/// Powers off when the ACPI power button is pressed (a BMC's graceful shutdown), from a thread
+/// of its own, whatever the agent is doing.
+fn watch_power_button() {
+    std::thread::spawn(|| {
+        // devtmpfs creates the event node shortly after evdev binds.
+        let (sys, dev) = (Path::new("/sys/class/input"), Path::new("/dev/input"));
+        let mut found = power_button::find(sys, dev);
+        for _ in 0..30 {
+            if !found.is_empty() && found.iter().all(|d| d.exists()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            found = power_button::find(sys, dev);
+        }
+        if found.is_empty() {
+            say("no ACPI power button found: a graceful shutdown request will go unheard (a hard power-off still works)");
+            return;
+        }
+        for d in found {
+            say(&format!(
+                "power button {}: a graceful shutdown request powers off",
+                d.display()
+            ));
+            std::thread::spawn(move || match power_button::wait_press(&d) {
+                Ok(()) => {
+                    say("power button pressed (graceful shutdown request): powering off");
+                    let e = system::shutdown(Shutdown::PowerOff);
+                    say(&format!("power-off failed: {e}"));
+                }
+                Err(e) => say(&format!("power button {}: {e}", d.display())),
+            });
+        }
+    });
 }
 
 /// A fatal error of one attempt.
@@ -274,6 +312,7 @@ pub fn pid1() -> ! {
         say(&format!("ERROR: {p}"));
     }
     coldplug_modules(&params);
+    watch_power_button();
     let mut wait = Duration::from_secs(2);
     loop {
         let result = if problems.is_empty() {

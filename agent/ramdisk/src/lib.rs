@@ -12,4 +12,5 @@ pub mod dhcp;
 pub mod exec;
 pub mod heartbeat;
 pub mod net;
+pub mod power_button;
 pub mod report;

@@ -163,3 +163,44 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
 }
+
+/// CPU time the calling thread has used so far (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod cpu_time_tests {
+    use super::thread_cpu_time;
+
+    #[test]
+    fn thread_cpu_time_counts_this_threads_work_only() {
+        let before = thread_cpu_time();
+        // Busy for a while on this thread.
+        let mut x = 0u64;
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let busy = thread_cpu_time() - before;
+        assert!(busy >= std::time::Duration::from_millis(20), "{busy:?}");
+        // A thread that only sleeps uses next to none.
+        let idle = std::thread::spawn(|| {
+            let b = thread_cpu_time();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            thread_cpu_time() - b
+        })
+        .join()
+        .unwrap();
+        assert!(idle < std::time::Duration::from_millis(20), "{idle:?}");
+    }
+}
