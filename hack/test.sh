@@ -30,4 +30,4 @@ echo "== the binaries (the lab and PXE tests run them; built here once, with the
 echo "   plain build unifies, so those tests' own 'cargo build' finds them fresh)"
 cargo build --workspace --bins --locked
 echo "== tests (including the root/loop-device/netns/QEMU ones)"
-cargo test --workspace --locked -- --include-ignored
+cargo test --workspace --locked --no-fail-fast -- --include-ignored
