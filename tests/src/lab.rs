@@ -1102,9 +1102,11 @@ impl Phases {
 /// Whether the provisioned OS on `host` has printed its last report line (`FERROX-LAB: ready
 /// ...`, after the config drive's lines, whatever they said).
 pub fn os_ready(dirs: &Dirs, host: &str) -> bool {
-    os_report(dirs, host)
-        .iter()
-        .any(|l| l.starts_with("FERROX-LAB: ready"))
+    report_complete(&os_report(dirs, host))
+}
+
+fn report_complete(lines: &[String]) -> bool {
+    lines.iter().any(|l| l.starts_with("FERROX-LAB: ready"))
 }
 
 /// Waits (bounded) until the provisioned OS on `host` printed its whole report ([`os_ready`]);
@@ -1117,7 +1119,7 @@ pub fn wait_os(dirs: &Dirs, host: &str, limit: Duration) -> (Option<u64>, Vec<St
         if !r.is_empty() && first.is_none() {
             first = Some(now_ms());
         }
-        if r.iter().any(|l| l.starts_with("FERROX-LAB: ready")) || t0.elapsed() > limit {
+        if report_complete(&r) || t0.elapsed() > limit {
             return (first, r);
         }
         std::thread::sleep(Duration::from_millis(250));

@@ -87,6 +87,42 @@ fn get(dirs: &Dirs, plan: &Plan, args: &[&str]) -> String {
     lab::ctl(dirs, &plan.netns, &plan.controller, args).unwrap()
 }
 
+/// Applies the manifests with `online: false` (and the image or not), waits until every host
+/// is in `state` and powered off, checks that libvirt too says each VM is shut off (really
+/// off, not just believed off), and returns the controller's Events.
+#[allow(clippy::too_many_arguments)]
+fn offline(
+    dirs: &Dirs,
+    netns: &str,
+    plan: &Plan,
+    tl: &mut Timeline,
+    show: &mut dyn FnMut(&str),
+    image: bool,
+    state: &'static str,
+    limit_s: u64,
+) -> Vec<lab::LabEvent> {
+    lab::apply(dirs, &lab::manifests_with(plan, image, false)).unwrap();
+    lab::watch(
+        dirs,
+        netns,
+        &plan.controller,
+        tl,
+        Duration::from_secs(limit_s),
+        show,
+        &|_, s, _| s.state == state && !s.powered_on,
+    )
+    .unwrap();
+    for h in &plan.hosts {
+        assert_eq!(
+            lab::domain_state(dirs, &h.name).unwrap(),
+            "shut off",
+            "{}",
+            h.name
+        );
+    }
+    lab::events(dirs, netns, &plan.controller).unwrap()
+}
+
 #[test]
 #[ignore = "needs root, libvirtd, QEMU, the ramdisk and the lab image: run by hack/test.sh"]
 fn lab_provisions_a_uefi_and_a_bios_host_end_to_end() {
@@ -200,18 +236,16 @@ fn lab_provisions_a_uefi_and_a_bios_host_end_to_end() {
 
     // Offline while provisioned: the lab OS has no acpid and ignores the graceful shutdown
     // request, so after the lab's 20 s the controller powers it off hard, and says so.
-    lab::apply(&dirs, &lab::manifests_with(&plan, true, false)).unwrap();
-    lab::watch(
+    let evs = offline(
         &dirs,
         &netns,
-        &plan.controller,
+        &plan,
         &mut tl,
-        Duration::from_secs(300),
         &mut show,
-        &|_, s, _| s.state == "provisioned" && !s.powered_on,
-    )
-    .unwrap();
-    let evs = lab::events(&dirs, &netns, &plan.controller).unwrap();
+        true,
+        "provisioned",
+        300,
+    );
     let forced = |evs: &[lab::LabEvent], host: &str| -> Vec<String> {
         evs.iter()
             .filter(|e| e.host == host && e.reason == "PowerOffForced")
@@ -219,13 +253,6 @@ fn lab_provisions_a_uefi_and_a_bios_host_end_to_end() {
             .collect()
     };
     for h in &plan.hosts {
-        // Really off, not just believed off.
-        assert_eq!(
-            lab::domain_state(&dirs, &h.name).unwrap(),
-            "shut off",
-            "{}",
-            h.name
-        );
         let f = forced(&evs, &h.name);
         assert_eq!(f.len(), 1, "{}: {f:?}", h.name);
         assert!(f[0].contains("within 20 s"), "{}", f[0]);
@@ -234,25 +261,17 @@ fn lab_provisions_a_uefi_and_a_bios_host_end_to_end() {
     // Deprovision (image removed from the manifest), still offline: the agent boots, cleans
     // the disk's metadata, the host is available; then the graceful shutdown reaches the
     // ramdisk, whose agent hears the ACPI power button and powers off: no second hard off.
-    lab::apply(&dirs, &lab::manifests_with(&plan, false, false)).unwrap();
-    lab::watch(
+    let evs = offline(
         &dirs,
         &netns,
-        &plan.controller,
+        &plan,
         &mut tl,
-        Duration::from_secs(900),
         &mut show,
-        &|_, s, _| s.state == "available" && !s.powered_on,
-    )
-    .unwrap();
-    let evs = lab::events(&dirs, &netns, &plan.controller).unwrap();
+        false,
+        "available",
+        900,
+    );
     for h in &plan.hosts {
-        assert_eq!(
-            lab::domain_state(&dirs, &h.name).unwrap(),
-            "shut off",
-            "{}",
-            h.name
-        );
         assert_eq!(forced(&evs, &h.name).len(), 1, "{}", h.name);
         let console = std::fs::read_to_string(dirs.console(&h.name)).unwrap_or_default();
         assert!(

@@ -123,13 +123,13 @@ fn watch_power_button() {
     std::thread::spawn(|| {
         // devtmpfs creates the event node shortly after evdev binds.
         let (sys, dev) = (Path::new("/sys/class/input"), Path::new("/dev/input"));
-        let mut found = power_button::find(sys, dev);
+        let mut found = Vec::new();
         for _ in 0..30 {
+            found = power_button::find(sys, dev);
             if !found.is_empty() && found.iter().all(|d| d.exists()) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
-            found = power_button::find(sys, dev);
         }
         if found.is_empty() {
             say("no ACPI power button found: a graceful shutdown request will go unheard (a hard power-off still works)");

@@ -127,6 +127,20 @@ pub fn shutdown(how: Shutdown) -> io::Error {
     io::Error::last_os_error()
 }
 
+/// CPU time the calling thread has used so far (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,25 +176,6 @@ mod tests {
         let e = mount("a\0b", Path::new("/x"), "tmpfs", 0, "").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     }
-}
-
-/// CPU time the calling thread has used so far (`CLOCK_THREAD_CPUTIME_ID`).
-pub fn thread_cpu_time() -> std::time::Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return std::time::Duration::ZERO;
-    }
-    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-#[cfg(test)]
-mod cpu_time_tests {
-    use super::thread_cpu_time;
 
     #[test]
     fn thread_cpu_time_counts_this_threads_work_only() {
