@@ -106,7 +106,8 @@ pub struct WriteReport {
     pub bytes_downloaded: u64,
     /// The image's size on the disk.
     pub disk_bytes: u64,
-    /// Bytes zeroed for ranges the image leaves empty (qcow2 holes).
+    /// Of `disk_bytes`, those zeroed rather than written: ranges the image leaves empty
+    /// (qcow2 holes) and stretches of zeros in its data.
     pub zeroed_bytes: u64,
     pub checksum_algo: ChecksumAlgo,
     /// The verified digest, lowercase hex.
@@ -589,7 +590,7 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
         }
         (Ok(d), Ok(stats)) => (d, stats),
     };
-    written.map_err(write_err)?;
+    let writer_stats = written.map_err(write_err)?;
     let (decoded, stats) = decoded;
     let Some(actual) = hashed else {
         return Err(dl_err(FetchError::Cancelled));
@@ -609,7 +610,7 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
     }
 
     progress.update("zeroing", stats.bytes);
-    let mut zeroed = 0;
+    let mut zeroed = writer_stats.zeroed;
     for &(off, len) in &decoded.summary.zero_ranges {
         // The held first MiB already carries zeros where the image has none.
         let start = off.max(HOLD);

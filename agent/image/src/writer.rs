@@ -7,6 +7,10 @@
 //! (qcow2 512-byte clusters, an image's unaligned tail) read the block first and merge
 //! (read-modify-write). Jobs run in order in one thread, so a merge always sees earlier writes.
 //!
+//! The writer also flushes the device every [`FLUSH_EVERY`] bytes from a second thread, without
+//! waiting for it: the device's write cache (or, under a loop device or a VM's virtual disk, the
+//! host's page cache) drains while the image still streams, so the final sync is short.
+//!
 //! Order of destruction: the disk's first MiB is zeroed (and synced) before the first image
 //! byte reaches it; the held first MiB is written only once the checksum has verified, so a
 //! failed write leaves a disk that does not boot.
@@ -27,6 +31,12 @@ pub const HOLD: u64 = 1 << 20;
 pub const BUF_SIZE: usize = 4 << 20;
 /// Buffers in flight between the decoder and the writer.
 pub const POOL: usize = 4;
+/// Zero detection works on stretches this long, aligned on the disk: an all-zero one is not
+/// written but zeroed (BLKZEROOUT, which devices do without transferring the zeros; a hole in
+/// a regular file).
+pub const ZERO_GRAIN: usize = 64 << 10;
+/// Image bytes written between background flushes.
+pub const FLUSH_EVERY: u64 = 256 << 20;
 /// Largest logical block size handled (buffers carry this much slack for rounding up).
 const MAX_ALIGN: usize = 4096;
 
@@ -116,20 +126,20 @@ impl Disk {
 
     /// Writes `buf[..data_end]` whose byte 0 is disk byte `start` (aligned) and whose bytes
     /// `head_pad..data_end` are the new data: merges the old contents of partial blocks, then
-    /// writes whole blocks. `buf` must have `align` bytes of slack past `data_end`.
+    /// writes whole blocks. `buf` starts block-aligned in memory and has `align` bytes of
+    /// slack past `data_end`.
     fn write_merged(
         &self,
         start: u64,
         head_pad: usize,
         data_end: usize,
-        buf: &mut AlignedBuf,
+        buf: &mut [u8],
     ) -> io::Result<()> {
         debug_assert_eq!(start % self.align, 0);
         let align = self.align as usize;
         let end = start + data_end as u64;
         let write_end = self.round_up(end).min(self.size.max(end));
         let len = (write_end - start) as usize;
-        buf.set_len(buf.capacity());
         if self.align > 1 && (head_pad > 0 || !data_end.is_multiple_of(align)) {
             let mut scratch = AlignedBuf::zeroed(align);
             if head_pad > 0 {
@@ -153,6 +163,7 @@ impl Disk {
         let head_pad = (offset - start) as usize;
         let mut buf = AlignedBuf::zeroed(head_pad + data.len() + MAX_ALIGN);
         buf[head_pad..head_pad + data.len()].copy_from_slice(data);
+        buf.set_len(buf.capacity());
         self.write_merged(start, head_pad, head_pad + data.len(), &mut buf)
     }
 
@@ -216,31 +227,167 @@ pub fn buffer_pool() -> (SyncSender<AlignedBuf>, Receiver<AlignedBuf>) {
 }
 
 /// The writer thread: runs jobs until the sink hangs up, returning buffers to the pool.
-/// Stops at the first error (the sink then sees [`SinkError::Closed`]). Returns the bytes
-/// written (image data outside the held first MiB).
+/// Stops at the first error (the sink then sees [`SinkError::Closed`]). Returns what it did
+/// with the image data outside the held first MiB.
+///
+/// Every [`FLUSH_EVERY`] bytes it asks a flusher thread to sync the device, unless the last
+/// flush is still running. A failed background flush fails the write: the kernel reports a
+/// writeback error to one sync only, so the final sync might not see it again.
 pub fn run_writer(
     disk: &Disk,
     jobs: Receiver<Job>,
     free: SyncSender<AlignedBuf>,
-) -> io::Result<u64> {
-    let mut written = 0u64;
-    for job in jobs {
-        match job {
-            Job::ZeroHead => disk.zero_head()?,
-            Job::Write {
-                start,
-                head_pad,
-                data_end,
-                mut buf,
-            } => {
-                disk.write_merged(start, head_pad, data_end, &mut buf)?;
-                written += (data_end - head_pad) as u64;
-                // The sink may have finished already; then the buffer is simply freed.
-                let _ = free.send(buf);
+) -> io::Result<WriterStats> {
+    let (flush_tx, flush_rx) = std::sync::mpsc::sync_channel::<()>(0);
+    std::thread::scope(|s| {
+        let flusher = std::thread::Builder::new()
+            .name("image-flusher".into())
+            .spawn_scoped(s, move || -> io::Result<u32> {
+                let mut flushes = 0;
+                for () in flush_rx {
+                    disk.file.sync_data()?;
+                    flushes += 1;
+                }
+                Ok(flushes)
+            })?;
+        let mut written = 0u64;
+        let mut zeroed = 0u64;
+        let mut unflushed = 0u64;
+        // The zero stretch being gathered: zeroed when data follows it, or at the end.
+        let mut zeros = ZeroRun::default();
+        let result = jobs.iter().try_for_each(|job| {
+            match job {
+                Job::ZeroHead => disk.zero_head()?,
+                Job::Write {
+                    start,
+                    head_pad,
+                    data_end,
+                    mut buf,
+                } => {
+                    let n = write_job(disk, start, head_pad, data_end, &mut buf, &mut zeros)?;
+                    written += n.written;
+                    zeroed += n.zeroed;
+                    unflushed += n.written;
+                    // The sink may have finished already; then the buffer is simply freed.
+                    let _ = free.send(buf);
+                    // A rendezvous channel: this succeeds only when the flusher is idle.
+                    if unflushed >= FLUSH_EVERY && flush_tx.try_send(()).is_ok() {
+                        unflushed = 0;
+                    }
+                }
             }
+            Ok::<_, io::Error>(())
+        });
+        let result = result.and_then(|()| zeros.flush(disk));
+        drop(flush_tx);
+        let flushed = flusher
+            .join()
+            .map_err(|_| io::Error::other("the flusher thread panicked"))?;
+        result?;
+        let flushes =
+            flushed.map_err(|e| io::Error::new(e.kind(), format!("background flush: {e}")))?;
+        tracing::debug!(written, zeroed, flushes, "image data written");
+        Ok(WriterStats { written, zeroed })
+    })
+}
+
+/// What the writer did with the image data (outside the held first MiB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Bytes written.
+    pub written: u64,
+    /// Bytes that were zeros in the image and were zeroed on the disk instead of written.
+    pub zeroed: u64,
+}
+
+/// A stretch of zeros gathered across jobs, so that one BLKZEROOUT covers it.
+#[derive(Default)]
+struct ZeroRun {
+    start: u64,
+    len: u64,
+}
+
+impl ZeroRun {
+    fn add(&mut self, disk: &Disk, start: u64, len: u64) -> io::Result<()> {
+        if self.len > 0 && self.start + self.len != start {
+            self.flush(disk)?;
         }
+        if self.len == 0 {
+            self.start = start;
+        }
+        self.len += len;
+        Ok(())
     }
-    Ok(written)
+
+    fn flush(&mut self, disk: &Disk) -> io::Result<()> {
+        if self.len > 0 {
+            disk.zero_range(self.start, self.len)?;
+            self.len = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Whether every byte is zero (ORs a page at a time, which vectorises, and stops at the first
+/// page that is not).
+fn all_zero(data: &[u8]) -> bool {
+    data.chunks(4096)
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+/// Writes one job: the [`ZERO_GRAIN`]-aligned stretches of it that are all zeros go to
+/// `zeros`, the rest is written (a stretch of data first zeroes the run gathered before it,
+/// so the disk is changed in order).
+fn write_job(
+    disk: &Disk,
+    start: u64,
+    head_pad: usize,
+    data_end: usize,
+    buf: &mut AlignedBuf,
+    zeros: &mut ZeroRun,
+) -> io::Result<WriterStats> {
+    buf.set_len(buf.capacity());
+    let grain = ZERO_GRAIN as u64;
+    let mut stats = WriterStats::default();
+    // Data bytes [from, i) of `buf` not yet written; `from` is `head_pad` or a grain boundary.
+    let mut from = head_pad;
+    let mut i = head_pad;
+    while i < data_end {
+        let disk_at = start + i as u64;
+        let next = ((disk_at / grain + 1) * grain - start) as usize;
+        let grain_end = next.min(data_end);
+        let whole = disk_at.is_multiple_of(grain) && grain_end == next;
+        if whole && all_zero(&buf[i..grain_end]) {
+            if from < i {
+                zeros.flush(disk)?;
+                write_span(disk, start, from, i, buf)?;
+                stats.written += (i - from) as u64;
+            }
+            zeros.add(disk, disk_at, grain)?;
+            stats.zeroed += grain;
+            from = grain_end;
+        }
+        i = grain_end;
+    }
+    if from < data_end {
+        zeros.flush(disk)?;
+        write_span(disk, start, from, data_end, buf)?;
+        stats.written += (data_end - from) as u64;
+    }
+    Ok(stats)
+}
+
+/// Writes `buf[from..to]` (disk byte `start + from`). `from` is the job's `head_pad` or a
+/// grain boundary, so the span starts on a block boundary in memory and on the disk, or is
+/// the job's own start.
+fn write_span(disk: &Disk, start: u64, from: usize, to: usize, buf: &mut [u8]) -> io::Result<()> {
+    let base = from - (start + from as u64) as usize % disk.align as usize;
+    disk.write_merged(
+        start + base as u64,
+        from - base,
+        to - base,
+        &mut buf[base..],
+    )
 }
 
 struct Pending {
@@ -384,6 +531,14 @@ mod tests {
 
     /// Writes `writes` through a sink and writer to `disk`, returning the held MiB.
     fn run(disk: &Disk, writes: &[(u64, Vec<u8>)]) -> Result<Vec<u8>, SinkError> {
+        run_stats(disk, writes).map(|(held, _)| held)
+    }
+
+    /// [`run`], also returning what the writer did.
+    fn run_stats(
+        disk: &Disk,
+        writes: &[(u64, Vec<u8>)],
+    ) -> Result<(Vec<u8>, WriterStats), SinkError> {
         let (free_tx, free_rx) = buffer_pool();
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(POOL);
         std::thread::scope(|s| {
@@ -393,9 +548,18 @@ mod tests {
                 .iter()
                 .try_for_each(|(off, d)| sink.write_at(*off, d))
                 .and_then(|_| sink.finish());
-            w.join().unwrap().unwrap();
-            res
+            let stats = w.join().unwrap().unwrap();
+            res.map(|held| (held, stats))
         })
+    }
+
+    /// `image` in pieces of `piece` bytes, as a decoder hands them over.
+    fn pieces(image: &[u8], piece: usize) -> Vec<(u64, Vec<u8>)> {
+        image
+            .chunks(piece)
+            .enumerate()
+            .map(|(i, c)| ((i * piece) as u64, c.to_vec()))
+            .collect()
     }
 
     fn file_disk(content: &[u8]) -> (tempfile::NamedTempFile, Disk) {
@@ -410,15 +574,7 @@ mod tests {
         let size = 12 << 20;
         let (f, disk) = file_disk(&vec![0xAA; size]);
         let image: Vec<u8> = (0..9 << 20).map(|i| (i % 251) as u8).collect();
-        let held = run(
-            &disk,
-            &image
-                .chunks(100_000)
-                .enumerate()
-                .map(|(i, c)| ((i * 100_000) as u64, c.to_vec()))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
+        let held = run(&disk, &pieces(&image, 100_000)).unwrap();
         // Before the held MiB is written (as after a failed checksum): the head is zero.
         let on_disk = std::fs::read(f.path()).unwrap();
         assert!(on_disk[..HOLD as usize].iter().all(|&b| b == 0));
@@ -432,6 +588,50 @@ mod tests {
         disk.write_at(0, &held).unwrap();
         let on_disk = std::fs::read(f.path()).unwrap();
         assert_eq!(&on_disk[..image.len()], &image[..]);
+    }
+
+    #[test]
+    fn aligned_stretches_of_zeros_are_zeroed_not_written() {
+        let size = 12 << 20;
+        let (f, disk) = file_disk(&vec![0xAA; size]);
+        // No zero byte anywhere but in [z0, z1), which starts and ends inside a grain.
+        let mut image: Vec<u8> = (0..10 << 20).map(|i| (i % 251) as u8 | 1).collect();
+        let (z0, z1) = ((3 << 20) + 1000, (5 << 20) + 100_000);
+        image[z0..z1].fill(0);
+        let (held, stats) = run_stats(&disk, &pieces(&image, 100_000)).unwrap();
+        // Only the whole grains inside the run, [3 MiB + 64 KiB, 5 MiB + 64 KiB), are zeroed;
+        // the partial grains at its edges are written with the data around them.
+        let zeroed = 2 << 20;
+        assert_eq!(
+            stats,
+            WriterStats {
+                written: image.len() as u64 - HOLD - zeroed,
+                zeroed,
+            }
+        );
+        disk.write_at(0, &held).unwrap();
+        let on_disk = std::fs::read(f.path()).unwrap();
+        assert!(
+            on_disk[..image.len()] == image[..],
+            "disk differs from the image"
+        );
+        assert!(on_disk[image.len()..].iter().all(|&b| b == 0xAA));
+        // Zeroed, not written: a regular file gets a hole there.
+        use std::os::unix::fs::MetadataExt;
+        let allocated = std::fs::metadata(f.path()).unwrap().blocks() * 512;
+        assert_eq!(allocated, size as u64 - zeroed);
+    }
+
+    #[test]
+    fn all_zero_finds_a_single_set_byte() {
+        let mut b = vec![0u8; 3 * 4096 + 17];
+        assert!(all_zero(&b));
+        assert!(all_zero(&[]));
+        for i in [0, 4095, 4096, 3 * 4096 + 16] {
+            b[i] = 0x80;
+            assert!(!all_zero(&b), "byte {i}");
+            b[i] = 0;
+        }
     }
 
     #[test]
