@@ -117,6 +117,27 @@ fn coldplug_modules(params: &BootParams) {
     }
 }
 
+/// Gets the kernel's random number generator seeded while the boot goes on. TLS to the
+/// controller needs it, and so, measured, does the first DHCP exchange (something in the
+/// kernel's first UDP send waits for it). Without a hardware entropy source (a VM without
+/// RDRAND or virtio-rng) seeding takes the kernel about 1.2 s of timing jitter; started before
+/// coldplug, that overlaps module loading instead of stalling DHCP (under QEMU TCG, 1 vCPU:
+/// DHCP 1043 ms → 86 ms, agent start → ready 1.69 s → 1.32 s). With RDRAND it returns at once.
+fn seed_entropy_in_background() {
+    std::thread::spawn(|| {
+        let t = Instant::now();
+        match system::wait_for_entropy() {
+            Ok(()) => say(&format!(
+                "kernel random number generator seeded ({:.0} ms waited)",
+                t.elapsed().as_secs_f64() * 1e3
+            )),
+            Err(e) => say(&format!(
+                "waiting for the kernel's random number generator: {e}"
+            )),
+        }
+    });
+}
+
 /// Powers off when the ACPI power button is pressed (a BMC's graceful shutdown), from a thread
 /// of its own, whatever the agent is doing.
 fn watch_power_button() {
@@ -311,6 +332,7 @@ pub fn pid1() -> ! {
     for p in &problems {
         say(&format!("ERROR: {p}"));
     }
+    seed_entropy_in_background();
     coldplug_modules(&params);
     watch_power_button();
     let mut wait = Duration::from_secs(2);

@@ -5,7 +5,7 @@
 //! a bus driver (virtio_pci) makes new devices appear, so rounds repeat until nothing new loads.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The module database of one kernel: `modules.alias` and `modules.dep` under
 /// `/lib/modules/<version>/`.
@@ -62,6 +62,14 @@ impl ModuleDb {
             .map(|(_, m)| m.clone())
             .filter(|m| self.deps.contains_key(m))
             .collect()
+    }
+
+    /// The dependencies (module files, the full closure) of the module file `rel`.
+    pub fn deps_of(&self, rel: &str) -> &[String] {
+        self.deps
+            .get(&module_name(rel))
+            .map(|(_, d)| d.as_slice())
+            .unwrap_or_default()
     }
 
     /// The module files to load for `names`, each dependency before its users, no file twice.
@@ -204,15 +212,21 @@ pub struct ColdplugReport {
 
 /// Loads the modules for every device present, plus `always` (e.g. `8021q` for a VLAN), in
 /// rounds until nothing new loads. `load` is the loader (finit_module in the ramdisk).
+///
+/// Within a round, modules load in waves, a thread per module: each wave holds the modules
+/// whose dependencies have all loaded, so the drivers' probes (which wait on hardware: resets,
+/// link training, controller start-up) overlap, as udev's parallel loading does. A module
+/// whose dependency failed is not tried; the report names the dependency.
 pub fn coldplug(
     db: &ModuleDb,
     module_dir: &Path,
     sys_devices: &Path,
     always: &[&str],
-    mut load: impl FnMut(&Path) -> std::io::Result<()>,
+    load: impl Fn(&Path) -> std::io::Result<()> + Sync,
 ) -> ColdplugReport {
     let mut report = ColdplugReport::default();
     let mut tried: BTreeSet<String> = BTreeSet::new();
+    let mut failed: BTreeSet<String> = BTreeSet::new();
     for round in 0..8 {
         let mut wanted: BTreeSet<String> = always.iter().map(|s| s.replace('-', "_")).collect();
         for alias in modaliases(sys_devices) {
@@ -227,16 +241,70 @@ pub fn coldplug(
         if order.is_empty() {
             break;
         }
-        for rel in order {
-            tried.insert(rel.clone());
-            let path: PathBuf = module_dir.join(&rel);
-            match load(&path) {
-                Ok(()) => report.loaded.push(module_name(&rel)),
-                Err(e) => report.failed.push((module_name(&rel), e.to_string())),
+        tried.extend(order.iter().cloned());
+        for wave in waves(db, &order) {
+            let results: Vec<(&String, Result<(), String>)> = std::thread::scope(|s| {
+                let running: Vec<_> = wave
+                    .iter()
+                    .map(|rel| {
+                        let broken = db.deps_of(rel).iter().find(|d| failed.contains(*d));
+                        let load = &load;
+                        let handle = match broken {
+                            Some(d) => Err(format!(
+                                "not loaded: it needs {}, which failed",
+                                module_name(d)
+                            )),
+                            None => Ok(s.spawn(move || load(&module_dir.join(rel)))),
+                        };
+                        (rel, handle)
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(rel, handle)| {
+                        let r = handle.and_then(|h| match h.join() {
+                            Ok(r) => r.map_err(|e| e.to_string()),
+                            Err(_) => Err("the loader panicked".to_string()),
+                        });
+                        (rel, r)
+                    })
+                    .collect()
+            });
+            for (rel, r) in results {
+                match r {
+                    Ok(()) => report.loaded.push(module_name(rel)),
+                    Err(e) => {
+                        failed.insert(rel.clone());
+                        report.failed.push((module_name(rel), e));
+                    }
+                }
             }
         }
     }
     report
+}
+
+/// Splits `order` (module files, dependencies first) into waves: a module goes in the wave
+/// after the last of its dependencies that is in `order` (the others loaded in an earlier
+/// round). Waves keep `order`'s order.
+fn waves(db: &ModuleDb, order: &[String]) -> Vec<Vec<String>> {
+    let mut wave_of: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for rel in order {
+        let w = db
+            .deps_of(rel)
+            .iter()
+            .filter_map(|d| wave_of.get(d.as_str()))
+            .map(|w| w + 1)
+            .max()
+            .unwrap_or(0);
+        wave_of.insert(rel, w);
+        if out.len() <= w {
+            out.resize_with(w + 1, Vec::new);
+        }
+        out[w].push(rel.clone());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -354,7 +422,7 @@ mod tests {
             "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02\n",
         )
         .unwrap();
-        let mut loaded = Vec::new();
+        let loaded = std::sync::Mutex::new(Vec::new());
         let virtio_dev = pci.join("virtio0");
         let report = coldplug(
             &db(),
@@ -371,19 +439,77 @@ mod tests {
                 if name == "garp" {
                     return Err(std::io::Error::from_raw_os_error(libc::ENOEXEC));
                 }
-                loaded.push(name);
+                loaded.lock().unwrap().push(name);
                 Ok(())
             },
         );
+        let loaded = loaded.into_inner().unwrap();
         assert!(loaded.contains(&"virtio_net".to_string()), "{report:?}");
         assert!(loaded.contains(&"nvme".to_string()));
         assert!(!loaded.contains(&"usbhid".to_string()));
-        assert_eq!(report.failed.len(), 1);
+        // 8021q needs garp: it is not tried, and the report says why.
+        assert!(!loaded.contains(&"8021q".to_string()));
+        assert_eq!(report.failed.len(), 2, "{report:?}");
         assert_eq!(report.failed[0].0, "garp");
+        assert_eq!(report.failed[1].0, "8021q");
+        assert!(report.failed[1].1.contains("needs garp"), "{report:?}");
         assert_eq!(
             report.rounds, 3,
             "virtio_pci, then virtio_net, then nothing new"
         );
         assert_eq!(loaded.iter().filter(|m| *m == "virtio_pci").count(), 1);
+    }
+
+    #[test]
+    fn a_wave_loads_together_and_after_its_dependencies() {
+        let sys = tempfile::tempdir().unwrap();
+        let nvme = sys.path().join("pci0000:00/0000:00:04.0");
+        std::fs::create_dir_all(&nvme).unwrap();
+        std::fs::write(
+            nvme.join("modalias"),
+            "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02\n",
+        )
+        .unwrap();
+        let db = db();
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let in_flight = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(BTreeSet::new());
+        let report = coldplug(
+            &db,
+            Path::new("/m"),
+            sys.path(),
+            &["8021q", "virtio_net"],
+            |p| {
+                let rel = p.strip_prefix("/m").unwrap().to_str().unwrap();
+                for d in db.deps_of(rel) {
+                    assert!(
+                        done.lock().unwrap().contains(d),
+                        "{rel} started before {d} loaded"
+                    );
+                }
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                done.lock().unwrap().insert(rel.to_string());
+                Ok(())
+            },
+        );
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!(report.loaded.len(), 10, "{report:?}");
+        // Wave 0 holds failover, llc, mrp and nvme-core (no dependencies): they overlap.
+        assert!(
+            most.load(Ordering::SeqCst) >= 4,
+            "at most {} at once",
+            most.load(Ordering::SeqCst)
+        );
+        let w = waves(&db, &db.load_order(["virtio_net", "8021q", "nvme"]));
+        let names: Vec<Vec<String>> = w
+            .iter()
+            .map(|w| w.iter().map(|p| module_name(p)).collect())
+            .collect();
+        assert_eq!(names.len(), 4, "llc, stp, garp, 8021q: {names:?}");
+        assert_eq!(names[3], ["8021q"]);
     }
 }

@@ -221,13 +221,21 @@ fn sanitize(datagram: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A transaction id that differs per host and per boot. Not from /dev/urandom: before the
-/// kernel's CRNG is ready that read makes it gather jitter entropy first. std's `RandomState`
-/// is seeded by getrandom(GRND_INSECURE), which never blocks; the xid only has to tell our
-/// transactions apart (anyone on the segment sees it anyway).
+/// A transaction id for this boot. It must not wait for the kernel's random number generator:
+/// at boot that takes a second or more (std's `RandomState` does wait, on musl), and the xid
+/// only has to tell our transactions apart (anyone on the segment sees it anyway). Falls back
+/// to the MAC and the clock on kernels older than 5.6.
 fn random_xid(mac: Mac) -> u32 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(mac.0) as u32
+    let mut b = [0u8; 4];
+    if agent_sys::system::random_bytes_nonblocking(&mut b).is_ok() {
+        return u32::from_ne_bytes(b);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let m = mac.0;
+    u32::from_be_bytes([m[2], m[3], m[4], m[5]]) ^ nanos.rotate_left(16)
 }
 
 /// Gets a lease on `ifname` (already up) for `mac`: up to `attempts` DISCOVERs with waits

@@ -103,14 +103,14 @@ pub fn candidates(all: &[Nic], bootif: Option<Mac>) -> Result<Vec<Nic>, NetError
     }
 }
 
-/// Whether `name` can carry traffic: carrier, and the kernel has made the link operational.
-/// The kernel turns carrier into operstate "up" (and starts the transmit queue) a little later
-/// (linkwatch): under QEMU about 0.9 s after link-up, and a DHCP packet sent in between is lost.
-/// `unknown` is what drivers without link reporting show.
+/// Whether `name` has carrier. Not also operstate "up": the kernel sets that from its link
+/// watcher, which runs at most once a second, so a NIC with carrier before it was brought up
+/// (virtio-net) shows "down" for up to a second while it already sends. Its queue is live
+/// from the moment it is up with carrier; a NIC that gains carrier later (e1000 after
+/// autonegotiation) gets its queue within milliseconds, and a DISCOVER lost in between is
+/// resent 250 ms later.
 fn carrier(sys_class_net: &Path, name: &str) -> bool {
-    let read =
-        |f: &str| std::fs::read_to_string(sys_class_net.join(name).join(f)).unwrap_or_default();
-    read("carrier").trim() == "1" && matches!(read("operstate").trim(), "up" | "unknown")
+    std::fs::read_to_string(sys_class_net.join(name).join("carrier")).is_ok_and(|c| c.trim() == "1")
 }
 
 /// Brings up the boot network: every candidate is set up, the first to get carrier within

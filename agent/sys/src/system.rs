@@ -127,6 +127,48 @@ pub fn shutdown(how: Shutdown) -> io::Error {
     io::Error::last_os_error()
 }
 
+/// One `getrandom` call for all of `buf` (at most 256 bytes, which the kernel never splits).
+fn getrandom(buf: &mut [u8], flags: libc::c_uint) -> io::Result<()> {
+    assert!(buf.len() <= 256, "getrandom: at most 256 bytes at once");
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; getrandom writes at most that.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_getrandom,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                flags,
+            )
+        };
+        if r == buf.len() as libc::c_long {
+            return Ok(());
+        }
+        let e = if r < 0 {
+            io::Error::last_os_error()
+        } else {
+            io::Error::other(format!("getrandom gave {r} of {} bytes", buf.len()))
+        };
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Fills `buf` (at most 256 bytes) from the kernel without ever waiting for its random number
+/// generator to be seeded (`GRND_INSECURE`, Linux 5.6+). Good for telling things apart (a DHCP
+/// transaction id), not for keys. Early in boot a plain `getrandom` — and so std's
+/// `RandomState` — can block for a second or more until the kernel has gathered entropy.
+pub fn random_bytes_nonblocking(buf: &mut [u8]) -> io::Result<()> {
+    getrandom(buf, libc::GRND_INSECURE)
+}
+
+/// Waits until the kernel's random number generator is seeded (a blocking `getrandom`), as TLS
+/// needs it. At boot without a hardware entropy source, Linux waits up to a second for
+/// interrupts to seed it, then seeds it from CPU timing jitter.
+pub fn wait_for_entropy() -> io::Result<()> {
+    getrandom(&mut [0u8; 1], 0)
+}
+
 /// CPU time the calling thread has used so far (`CLOCK_THREAD_CPUTIME_ID`).
 pub fn thread_cpu_time() -> std::time::Duration {
     let mut ts = libc::timespec {
@@ -175,6 +217,19 @@ mod tests {
     fn nul_bytes_are_refused_before_the_kernel_sees_them() {
         let e = mount("a\0b", Path::new("/x"), "tmpfs", 0, "").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn random_bytes_differ_and_entropy_is_there_on_a_running_system() {
+        let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+        random_bytes_nonblocking(&mut a).unwrap();
+        random_bytes_nonblocking(&mut b).unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, [0u8; 16]);
+        // Long after boot the generator is seeded: this returns at once.
+        let t = std::time::Instant::now();
+        wait_for_entropy().unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]
