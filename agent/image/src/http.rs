@@ -57,9 +57,11 @@ pub enum FetchError {
     ShortBody { got: u64, expected: u64 },
     #[error("the server sent more than the {0} bytes it announced")]
     LongBody(u64),
-    #[error("the server ignored the Range request resuming at byte {0} (answered 200 with the whole file); not restarting a partly written image")]
+    #[error("the server ignored the Range request at byte {0} (answered 200 with the whole file); not restarting a partly written image")]
     RangeIgnored(u64),
-    #[error("the server answered a resume at byte {at} with Content-Range {got:?}")]
+    #[error("bytes {start}..{end} fetched again with a Range request differ from what the download sent; the server changed the image or is lying")]
+    RangeMismatch { start: u64, end: u64 },
+    #[error("the server answered a Range request at byte {at} with Content-Range {got:?}")]
     BadContentRange { at: u64, got: String },
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
@@ -210,12 +212,39 @@ impl Transport {
         range_from: Option<u64>,
         if_range: Option<&str>,
     ) -> Result<Response<Incoming>, FetchError> {
+        self.get_with_range(
+            url,
+            range_from.map(|from| format!("bytes={from}-")),
+            if_range,
+        )
+        .await
+    }
+
+    /// GET bytes `start..end` of `url` (a 206 answer is checked by [`check_range`]).
+    pub async fn get_range(
+        &self,
+        url: &str,
+        start: u64,
+        end: u64,
+        if_range: Option<&str>,
+    ) -> Result<Response<Incoming>, FetchError> {
+        let last = end.saturating_sub(1).max(start);
+        self.get_with_range(url, Some(format!("bytes={start}-{last}")), if_range)
+            .await
+    }
+
+    async fn get_with_range(
+        &self,
+        url: &str,
+        range: Option<String>,
+        if_range: Option<&str>,
+    ) -> Result<Response<Incoming>, FetchError> {
         let mut uri = parse_url(url)?;
         for _ in 0..=MAX_REDIRECTS {
             let mut req =
                 Request::get(uri.clone()).header(http::header::USER_AGENT, "ferrox-agent");
-            if let Some(from) = range_from {
-                req = req.header(RANGE, format!("bytes={from}-"));
+            if let Some(range) = &range {
+                req = req.header(RANGE, range.as_str());
                 if let Some(v) = if_range {
                     req = req.header(IF_RANGE, v);
                 }
@@ -400,6 +429,41 @@ pub fn check_resume(
         (Some(a), Some(b)) if a != b => Err(bad()),
         (Some(a), _) if range.end + 1 != a => Err(bad()),
         (t, _) => Ok(t.or(total)),
+    }
+}
+
+/// Checks the answer to [`Transport::get_range`] for `start..end` of an image of `total`
+/// bytes: 206 with exactly that Content-Range. A 200 (the whole file) is refused, as is any
+/// other range: the caller needs those bytes and no others.
+pub fn check_range(
+    status: StatusCode,
+    headers: &HeaderMap,
+    start: u64,
+    end: u64,
+    total: Option<u64>,
+) -> Result<(), FetchError> {
+    if status == StatusCode::OK {
+        return Err(FetchError::RangeIgnored(start));
+    }
+    if status != StatusCode::PARTIAL_CONTENT {
+        return Err(FetchError::Status(status));
+    }
+    let raw = headers
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match ContentRange::parse(raw) {
+        Some(r)
+            if r.start == start
+                && r.end + 1 == end
+                && !matches!((r.total, total), (Some(a), Some(b)) if a != b) =>
+        {
+            Ok(())
+        }
+        _ => Err(FetchError::BadContentRange {
+            at: start,
+            got: raw.to_string(),
+        }),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod hints;
 pub mod http;
 pub mod pipeline;
 pub mod progress;
+pub mod random_access;
 pub mod writer;
 
 pub use checksum::{ChecksumAlgo, ChecksumSpec, ChecksumSpecError};

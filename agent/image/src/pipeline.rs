@@ -21,6 +21,11 @@
 //! (`Range: bytes=N-`, with `If-Range` when the server gave a strong ETag or Last-Modified).
 //! A server that answers a resume with 200 is refused rather than restarted: the first bytes
 //! are already decoded and written. Before any byte arrived, a retry is simply a new request.
+//!
+//! Random access: a qcow2 that maps bytes the stream had already passed (tables after their
+//! data, as a resized or VM-written image has them) is streamed whole, then the decoder asks
+//! this thread for the missing ranges, fetched with bounded Range requests and checked block
+//! by block against what the stream carried ([`random_access`]).
 
 use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
@@ -36,6 +41,7 @@ use crate::checksum::{
 use crate::format::{self, AutoDecoder, Decoder, FormatError, SinkError};
 use crate::http::{self, FetchError, Transport};
 use crate::progress::{ProgressFn, Reporter};
+use crate::random_access::{self, BlockDigests, RangeRequest};
 use crate::writer::{self, Disk, DiskSink, HOLD};
 use agent_sys::system::thread_cpu_time;
 
@@ -117,6 +123,9 @@ pub struct WriteReport {
     pub rate_bytes_per_sec: u64,
     /// Transfers resumed with a Range request.
     pub resumes: u32,
+    /// Bytes fetched a second time with Range requests: a qcow2 whose tables come after what
+    /// they map is streamed, then completed by random access.
+    pub refetched_bytes: u64,
     /// CPU seconds each stage used. A stage near `seconds` is the bottleneck; all of them
     /// together near `seconds` on one CPU means the machine is CPU-bound.
     pub cpu_seconds: StageCpu,
@@ -230,9 +239,11 @@ struct DownloadStats {
     bytes: u64,
     total: Option<u64>,
     resumes: u32,
+    /// The image's ETag or Last-Modified, for If-Range on later requests.
+    validator: Option<String>,
 }
 
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64 << attempt.min(5)).min(Duration::from_secs(5))
 }
 
@@ -322,6 +333,7 @@ async fn download(
         bytes: pos,
         total,
         resumes,
+        validator,
     })
 }
 
@@ -337,12 +349,16 @@ struct DecodeOutcome {
     format: format::Format,
     summary: format::DecodeSummary,
     held: Vec<u8>,
+    /// Bytes fetched again with Range requests (random access).
+    refetched: u64,
 }
 
-/// The decoder thread: sniff, size check, decode into the sink.
+/// The decoder thread: sniff, size check, decode into the sink; then, for a qcow2 that needs
+/// it, random access through `ranges` (see [`random_access`]).
 fn run_decoder(
     mut rx: mpsc::Receiver<Chunk>,
     mut sink: DiskSink,
+    ranges: std::sync::mpsc::Sender<RangeRequest>,
     req: &WriteRequest,
 ) -> Result<DecodeOutcome, StageError> {
     let decode_err = |e: FormatError| match e {
@@ -366,9 +382,12 @@ fn run_decoder(
     let mut decoder = match total {
         Some(t) if t > 0 => AutoDecoder::new().with_stream_len(t),
         _ => AutoDecoder::new(),
-    };
+    }
+    .with_random_access();
     let mut prefix: Vec<u8> = Vec::with_capacity(format::SNIFF_LEN);
     let mut sniffed = false;
+    // Only a qcow2 may need random access, so only a qcow2 stream pays for the digests.
+    let mut digests: Option<BlockDigests> = None;
     loop {
         let msg = rx.blocking_recv().ok_or(StageError::Cancelled)?;
         let data = match msg {
@@ -377,6 +396,9 @@ fn run_decoder(
             Chunk::Start { .. } => continue,
         };
         if sniffed {
+            if let Some(d) = &mut digests {
+                d.update(&data);
+            }
             decoder.feed(&data, &mut sink).map_err(decode_err)?;
             continue;
         }
@@ -388,6 +410,11 @@ fn run_decoder(
         }
         check_raw_size(&prefix, total, sink.device_size(), req)?;
         sniffed = true;
+        if format::sniff(&prefix) == format::Format::Qcow2 {
+            let mut d = BlockDigests::new();
+            d.update(&prefix);
+            digests = Some(d);
+        }
         decoder.feed(&prefix, &mut sink).map_err(decode_err)?;
         prefix = Vec::new();
     }
@@ -395,6 +422,54 @@ fn run_decoder(
         check_raw_size(&prefix, total, sink.device_size(), req)?;
         decoder.feed(&prefix, &mut sink).map_err(decode_err)?;
     }
+    let mut refetched = 0u64;
+    for round in 0.. {
+        let deferred = decoder.deferred();
+        if deferred.is_empty() {
+            break;
+        }
+        // L1 table, L2 tables, data clusters: a well-formed image needs three rounds.
+        let Some(digests) = digests.as_ref().filter(|_| round < 8) else {
+            return Err(decode_err(FormatError::Corrupt {
+                format: "qcow2",
+                detail: format!(
+                    "still {} ranges to fetch after {round} rounds",
+                    deferred.len()
+                ),
+            }));
+        };
+        if round == 0 {
+            tracing::info!(url = %req.url, ranges = deferred.len(), "the image maps bytes the stream had already passed: fetching them with Range requests");
+        }
+        for w in random_access::windows(&deferred, digests.len()) {
+            let (reply, answer) = sync_channel(1);
+            let (start, end) = (w.start, w.end);
+            ranges
+                .send(RangeRequest { start, end, reply })
+                .map_err(|_| StageError::Cancelled)?;
+            let fetch_err = |source| {
+                StageError::Failed(ImageError::Download {
+                    url: req.url.clone(),
+                    source,
+                })
+            };
+            let data = answer
+                .recv()
+                .map_err(|_| StageError::Cancelled)?
+                .map_err(fetch_err)?;
+            if !digests.check(start, &data) {
+                return Err(fetch_err(FetchError::RangeMismatch { start, end }));
+            }
+            refetched += data.len() as u64;
+            for (off, len) in w.ranges {
+                let at = (off - start) as usize;
+                decoder
+                    .feed_at(off, &data[at..at + len as usize], &mut sink)
+                    .map_err(decode_err)?;
+            }
+        }
+    }
+    drop(ranges);
     let summary = decoder.finish(&mut sink).map_err(decode_err)?;
     let format = decoder.format().unwrap_or(format::Format::Raw);
     let held = sink
@@ -404,6 +479,7 @@ fn run_decoder(
         format,
         summary,
         held,
+        refetched,
     })
 }
 
@@ -522,6 +598,7 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
     let (dec_tx, dec_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
     let (free_tx, free_rx) = writer::buffer_pool();
     let (jobs_tx, jobs_rx) = sync_channel(writer::POOL);
+    let (range_tx, range_rx) = std::sync::mpsc::channel::<RangeRequest>();
     let sink = DiskSink::new(disk.size(), disk.align(), free_rx, jobs_tx);
 
     let (dl, hashed, decoded, written) = std::thread::scope(|s| {
@@ -535,7 +612,7 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
         let decoder = std::thread::Builder::new()
             .name("image-decoder".into())
             .spawn_scoped(s, || {
-                let r = run_decoder(dec_rx, sink, req);
+                let r = run_decoder(dec_rx, sink, range_tx, req);
                 (r, thread_cpu_time())
             })
             .expect("spawning the decoder thread");
@@ -562,6 +639,22 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
             [dec_tx, hash_tx],
             progress,
         ));
+        // Random access: the decoder's Range requests, until it hangs up.
+        let (if_range, total) = match &dl {
+            Ok(s) => (s.validator.clone(), s.total),
+            Err(_) => (None, None),
+        };
+        for r in range_rx {
+            let got = rt.block_on(random_access::fetch(
+                &transport,
+                &req.url,
+                if_range.as_deref(),
+                (r.start, r.end),
+                total,
+                req.max_retries,
+            ));
+            let _ = r.reply.send(got);
+        }
         let dl_cpu = thread_cpu_time().saturating_sub(cpu_before);
         ((dl, dl_cpu), hasher.join(), decoder.join(), writer.join())
     });
@@ -645,6 +738,7 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
         seconds,
         rate_bytes_per_sec: (stats.bytes as f64 / seconds.max(1e-9)) as u64,
         resumes: stats.resumes,
+        refetched_bytes: decoded.refetched,
         cpu_seconds,
     };
     tracing::info!(url = %req.url, device = %req.device.display(), format = %report.format, bytes = report.bytes_downloaded, seconds, resumes = report.resumes, cpu_download = cpu_seconds.download, cpu_hash = cpu_seconds.hash, cpu_decode = cpu_seconds.decode, cpu_write = cpu_seconds.write, "image written");

@@ -532,3 +532,120 @@ fn https_with_a_custom_ca() {
     let err = write_image(&req).unwrap_err();
     assert!(matches!(err, ImageError::Tls(_)), "{err:?}");
 }
+
+/// A qcow2 that `qemu-img resize` and `qemu-io` left with its L1 table after the data it maps
+/// (what a running VM's image looks like), and the disk it stands for (qemu-img's own raw
+/// conversion).
+fn qcow2_needing_random_access() -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vm.qcow2");
+    let raw = dir.path().join("vm.raw");
+    let p = img.to_str().unwrap();
+    let run = |cmd: &str, args: &[&str]| {
+        let st = std::process::Command::new(cmd).args(args).status().unwrap();
+        assert!(st.success(), "{cmd} {args:?}");
+    };
+    // Small clusters, so growing the disk moves the L1 table to the end of the file.
+    let small = [
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=4096",
+        p,
+        "1M",
+    ];
+    run("qemu-img", &small);
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0x5a 8192 600000", p],
+    );
+    run("qemu-img", &["resize", "-q", p, "24M"]);
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0xa5 20000000 70000", p],
+    );
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            p,
+            raw.to_str().unwrap(),
+        ],
+    );
+    (std::fs::read(&img).unwrap(), std::fs::read(&raw).unwrap())
+}
+
+#[test]
+fn qcow2_needing_random_access_is_completed_with_range_requests() {
+    let (image, disk_image) = qcow2_needing_random_access();
+    let image = Arc::new(image);
+    let srv = Server::http();
+    let etag = "\"v1\"".to_string();
+    srv.file(
+        "/vm.qcow2",
+        image.clone(),
+        Faults {
+            etag: Some(etag.clone()),
+            ..Default::default()
+        },
+    );
+    let target = target_file(32 * MIB, 0xAA);
+    let req = request(&srv.url("/vm.qcow2"), &sha256_hex(&image), target.path());
+    let report = write_image(&req).unwrap();
+    assert_eq!(report.format, "qcow2");
+    assert!(report.refetched_bytes > 0, "{report:?}");
+    let disk = read(target.path());
+    assert!(
+        disk[..disk_image.len()] == disk_image[..],
+        "disk differs from the image"
+    );
+    // The refetches were bounded Range requests, conditional on the download's ETag.
+    let seen = srv.seen();
+    let ranged: Vec<_> = seen.iter().filter(|s| s.range.is_some()).collect();
+    assert!(!ranged.is_empty());
+    for s in ranged {
+        let r = s.range.as_deref().unwrap();
+        assert!(r.starts_with("bytes=") && !r.ends_with('-'), "{r}");
+        assert_eq!(s.if_range.as_deref(), Some(etag.as_str()));
+    }
+}
+
+#[test]
+fn other_bytes_on_a_range_request_fail_before_anything_is_written() {
+    let (image, _) = qcow2_needing_random_access();
+    let image = Arc::new(image);
+    let srv = Server::http();
+    srv.file(
+        "/vm.qcow2",
+        image.clone(),
+        Faults {
+            lie_in_ranges: true,
+            ..Default::default()
+        },
+    );
+    let target = target_file(32 * MIB, 0xAA);
+    let req = request(&srv.url("/vm.qcow2"), &sha256_hex(&image), target.path());
+    let err = write_image(&req).unwrap_err();
+    let msg = chain(&err);
+    assert!(
+        matches!(
+            err,
+            ImageError::Download {
+                source: FetchError::RangeMismatch { .. },
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("differ from what the download sent"), "{msg}");
+    // The L1 table is the first thing refetched, so no image byte was written: the disk is
+    // untouched (a failure after the first write leaves its first MiB zero instead).
+    assert!(read(target.path()).iter().all(|&b| b == 0xAA));
+}

@@ -47,6 +47,25 @@ pub trait Decoder: Send {
     fn feed(&mut self, input: &[u8], sink: &mut dyn Sink) -> Result<(), FormatError>;
     /// The download ended: flush what is buffered, and fail if the image was incomplete.
     fn finish(&mut self, sink: &mut dyn Sink) -> Result<DecodeSummary, FormatError>;
+    /// After the stream: the ranges of the image, `(offset, len)`, that the decoder still
+    /// needs because they came before what maps them (a qcow2 that was resized or written by
+    /// a running VM). Only a decoder built for random access collects them; streaming
+    /// formats never do.
+    fn deferred(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
+    /// Supplies one range listed by [`Self::deferred`], exactly as listed. It may list more.
+    fn feed_at(
+        &mut self,
+        offset: u64,
+        _data: &[u8],
+        _sink: &mut dyn Sink,
+    ) -> Result<(), FormatError> {
+        Err(FormatError::Corrupt {
+            format: "image",
+            detail: format!("no deferred range at byte {offset}"),
+        })
+    }
 }
 
 /// What a decoder learned once it finished.
@@ -162,6 +181,7 @@ pub struct AutoDecoder {
     inner: Option<Box<dyn Decoder>>,
     format: Option<Format>,
     stream_len: Option<u64>,
+    random_access: bool,
 }
 
 impl AutoDecoder {
@@ -176,6 +196,13 @@ impl AutoDecoder {
         self
     }
 
+    /// A qcow2 image that needs bytes the stream already passed is not refused: the ranges
+    /// are listed by [`Decoder::deferred`] for the caller to fetch (HTTP Range requests).
+    pub fn with_random_access(mut self) -> Self {
+        self.random_access = true;
+        self
+    }
+
     /// The sniffed format, once known.
     pub fn format(&self) -> Option<Format> {
         self.format
@@ -184,9 +211,17 @@ impl AutoDecoder {
     fn start(&mut self, sink: &mut dyn Sink) -> Result<(), FormatError> {
         let format = sniff(&self.prefix);
         tracing::debug!(format = %format, "image format sniffed");
-        let mut inner: Box<dyn Decoder> = match (format, self.stream_len) {
-            (Format::Qcow2, Some(len)) => Box::new(Qcow2Decoder::new().with_image_len(len)),
-            _ => decoder_for_format(format),
+        let mut inner: Box<dyn Decoder> = if format == Format::Qcow2 {
+            let mut q = Qcow2Decoder::new();
+            if let Some(len) = self.stream_len {
+                q = q.with_image_len(len);
+            }
+            if self.random_access {
+                q = q.with_random_access();
+            }
+            Box::new(q)
+        } else {
+            decoder_for_format(format)
         };
         let prefix = std::mem::take(&mut self.prefix);
         self.format = Some(format);
@@ -222,6 +257,25 @@ impl Decoder for AutoDecoder {
         }
         match &mut self.inner {
             Some(inner) => inner.finish(sink),
+            None => Err(FormatError::Truncated("the image is empty".into())),
+        }
+    }
+
+    fn deferred(&self) -> Vec<(u64, u64)> {
+        self.inner
+            .as_ref()
+            .map(|d| d.deferred())
+            .unwrap_or_default()
+    }
+
+    fn feed_at(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Result<(), FormatError> {
+        match &mut self.inner {
+            Some(inner) => inner.feed_at(offset, data, sink),
             None => Err(FormatError::Truncated("the image is empty".into())),
         }
     }

@@ -1062,6 +1062,22 @@ impl Qcow2Decoder {
 }
 
 impl Decoder for Qcow2Decoder {
+    fn deferred(&self) -> Vec<(u64, u64)> {
+        Qcow2Decoder::deferred(self)
+            .iter()
+            .map(|r| (r.offset, r.len))
+            .collect()
+    }
+
+    fn feed_at(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Result<(), FormatError> {
+        Qcow2Decoder::feed_at(self, offset, data, sink)
+    }
+
     fn feed(&mut self, mut input: &[u8], sink: &mut dyn Sink) -> Result<(), FormatError> {
         while self.header.is_none() {
             // Buffer the first cluster: header and extensions live there.

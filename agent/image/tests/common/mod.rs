@@ -34,6 +34,9 @@ pub struct Faults {
     pub no_length: bool,
     /// Strong ETag to send and honour in If-Range.
     pub etag: Option<String>,
+    /// Answers to bounded ranges (`bytes=A-B`, random access) carry one flipped byte: a
+    /// server whose image changed, or that lies.
+    pub lie_in_ranges: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +194,39 @@ fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<TestBody> {
             (Some(_), None) => false,
         };
     if let (Some(r), true) = (&seen.range, range_ok) {
+        // A bounded range (random access) is served whole, without the fault offsets.
+        let bounded = r
+            .strip_prefix("bytes=")
+            .and_then(|s| s.split_once('-'))
+            .filter(|(_, b)| !b.is_empty());
+        if let Some((a, b)) = bounded {
+            let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) else {
+                return status(416);
+            };
+            if a > b || b >= len {
+                return status(416);
+            }
+            let mut slice = data[a as usize..=b as usize].to_vec();
+            if faults.lie_in_ranges {
+                let mid = slice.len() / 2;
+                slice[mid] ^= 0xff;
+            }
+            let mut resp = Response::builder()
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(http::header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}"))
+                .header(http::header::CONTENT_LENGTH, slice.len());
+            if let Some(e) = &faults.etag {
+                resp = resp.header(http::header::ETAG, e);
+            }
+            return resp
+                .body(TestBody {
+                    data: Arc::new(slice),
+                    pos: 0,
+                    cut: None,
+                    sleep: None,
+                })
+                .unwrap();
+        }
         let from = r
             .strip_prefix("bytes=")
             .and_then(|r| r.strip_suffix('-'))
