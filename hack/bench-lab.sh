@@ -2,7 +2,7 @@
 # The lab speed benchmark (issue 6 "Speed"): power-on → provisioned for a 1 GiB image, per
 # phase (firmware + iPXE, kernel + agent, inspection, image write, reboot into disk), next to
 # the floor the same run measures on VMs of the same kind on the same bridge (a bare iPXE boot,
-# a bare kernel boot, a raw `wget | dd` copy of the image, a boot of that image from disk);
+# a bare kernel boot, a raw copy of the image (hack/lab-image/floorcopy.c), a boot of that image from disk);
 # then three hosts provisioned at once against one. Writes docs/bench-lab.md.
 #
 #   hack/bench-lab.sh [--dir DIR] [--netns NAME] [--out FILE]

@@ -14,8 +14,10 @@
 #                                 iPXE fetches and the kernel unpacks what the agent's boot does.
 #                                 /init prints its uptime at once (the bare kernel boot floor),
 #                                 loads e1000 + virtio_blk, takes a DHCP lease, then copies
-#                                 http://172.22.0.1:8082/disk.raw onto /dev/vda with wget | dd
-#                                 (the raw copy floor), prints the seconds it took and powers off.
+#                                 http://172.22.0.1:8082/disk.raw onto /dev/vda with floorcopy
+#                                 (hack/lab-image/floorcopy.c: 4 MiB socket reads, O_DIRECT
+#                                 writes from a second thread, fsync: the raw copy floor), prints
+#                                 the seconds it took and powers off.
 #
 # Prints nothing on stdout; rebuilt when an input changes. Run as root after
 # hack/build-initramfs.sh and hack/build-lab-image.sh.
@@ -58,7 +60,7 @@ if [ "$(cat "$out/disk-1g.inputs" 2>/dev/null)" != "$key" ] || [ ! -f "$out/disk
 fi
 
 # --- the floor ramdisk ---------------------------------------------------------------------------
-key=$(cat "$0" "$ramdisk" /bin/busybox | sha256sum | cut -d' ' -f1)
+key=$(cat "$0" "$ramdisk" /bin/busybox hack/lab-image/floorcopy.c | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$out/floor.inputs" 2>/dev/null)" != "$key" ] || [ ! -f "$out/floor.img" ]; then
   log "building $out/floor.img (kernel $kver)"
   work=$(mktemp -d "$out/.floor.XXXXXX")
@@ -66,6 +68,7 @@ if [ "$(cat "$out/floor.inputs" 2>/dev/null)" != "$key" ] || [ ! -f "$out/floor.
   root=$work/root
   mkdir -p "$root"/{bin,floor}
   cp /bin/busybox "$root/bin/busybox"
+  musl-gcc -static -O2 -Wall -Werror -o "$root/bin/floorcopy" hack/lab-image/floorcopy.c -lpthread
   : >"$root/floor/load-order"
   modprobe -S "$kver" -a --show-depends e1000 virtio_blk virtio_pci | awk '$1 == "insmod" {print $2}' |
     while read -r ko; do
@@ -98,12 +101,12 @@ ifconfig eth0 up
 udhcpc -i eth0 -q -f -n -t 30 -T 1 -s /floor/udhcpc.script >/dev/null 2>&1
 echo "FLOOR-NET up $(cut -d' ' -f1 /proc/uptime) s after kernel start ($(ifconfig eth0 | grep -o 'inet addr:[0-9.]*'))"
 t0=$(cut -d' ' -f1 /proc/uptime)
-wget -q -O- http://172.22.0.1:8082/disk.raw | dd of=/dev/vda bs=4M conv=fsync 2>/tmp/dd
+floorcopy 172.22.0.1 8082 disk.raw /dev/vda >/tmp/copy 2>&1
 t1=$(cut -d' ' -f1 /proc/uptime)
-echo "FLOOR-COPY $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s: $(tail -n 1 /tmp/dd)"
+echo "FLOOR-COPY $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s: floorcopy says $(cat /tmp/copy) (bytes, seconds)"
 poweroff -f
 EOF
-  chmod 0755 "$root/init" "$root/floor/udhcpc.script" "$root/bin/busybox"
+  chmod 0755 "$root/init" "$root/floor/udhcpc.script" "$root/bin/busybox" "$root/bin/floorcopy"
   find "$root" -exec touch -h -d @0 {} +
   (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) |
     gzip -9 -n >"$work/overlay.cpio.gz"

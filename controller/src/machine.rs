@@ -13,6 +13,11 @@ use agent_proto::{Event, Outcome};
 
 use crate::model::*;
 
+/// The error a host with `spec.disablePowerOff` shows while `spec.online` is false.
+pub const POWER_OFF_DISABLED: &str =
+    "spec.online is false but spec.disablePowerOff is true, so the host is not powered off \
+     (metal3 refuses this combination): set online: true or remove disablePowerOff";
+
 /// Timeouts and limits the machine works with.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -218,7 +223,14 @@ impl Planner<'_> {
             State::Provisioned | State::ExternallyProvisioned => self.provisioned(),
             State::Deprovisioning => self.deprovisioning(),
             State::PoweringOffBeforeDelete => {
-                if self.st.power == Power::Off {
+                if self.spec.disable_power_off {
+                    self.note(
+                        false,
+                        "PowerOffSkipped",
+                        "spec.disablePowerOff is set: deleting the host without powering it off",
+                    );
+                    self.goto(State::Deleting)
+                } else if self.st.power == Power::Off {
                     self.goto(State::Deleting)
                 } else if self.st.error_count >= self.lim.delete_power_attempts {
                     self.note(
@@ -461,6 +473,20 @@ impl Planner<'_> {
     /// [`Limits::soft_power_off_timeout_ms`] (or when the BMC refused the graceful request) the
     /// host is powered off hard.
     fn enforce_power(&mut self, on: bool) -> Step {
+        let refused = |e: &HostError| e.message == POWER_OFF_DISABLED;
+        if !on && self.spec.disable_power_off {
+            // metal3's webhook rejects this combination; without one, the host says why it
+            // stays on, and retries with backoff in case the spec changes.
+            return self.fail(ErrorType::PowerManagement, POWER_OFF_DISABLED.to_string());
+        }
+        if self.st.error.as_ref().is_some_and(refused) {
+            self.st.error = None;
+            self.st.error_count = 0;
+            self.st.retry_at_ms = 0;
+            if self.st.operational == Operational::Error {
+                self.st.operational = Operational::Ok;
+            }
+        }
         let now = self.facts.now_ms;
         if let Some(wait) = self.st.shutdown {
             if on {

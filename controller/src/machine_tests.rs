@@ -810,3 +810,51 @@ fn metal3_spellings() {
         "\"power management error\""
     );
 }
+
+#[test]
+fn disable_power_off_deletes_without_powering_off() {
+    let mut s = provisioning_sim();
+    s.spec.disable_power_off = true;
+    s.spec.cleaning = CleaningMode::Disabled;
+    s.spec.deleting = true;
+    s.ok();
+    assert_eq!(s.st.state, State::Deleting);
+    assert!(
+        !s.acts.iter().any(|a| matches!(a, Act::PowerOff { .. })),
+        "{:?}",
+        s.acts
+    );
+    assert_eq!(s.acts.last(), Some(&Act::Forget));
+    assert!(s
+        .notes
+        .iter()
+        .any(|n| n.reason == "PowerOffSkipped" && n.message.contains("disablePowerOff")));
+}
+
+#[test]
+fn disable_power_off_refuses_online_false_until_the_spec_changes() {
+    let mut s = provisioned_sim();
+    s.spec.disable_power_off = true;
+    s.spec.online = false;
+    let wait = s.settle(power_reads(Power::On));
+    assert!(
+        !s.acts.iter().any(|a| matches!(a, Act::PowerOff { .. })),
+        "{:?}",
+        s.acts
+    );
+    let e =
+        s.st.error
+            .clone()
+            .expect("an error says why the host stays on");
+    assert_eq!(e.kind, ErrorType::PowerManagement);
+    assert!(e.message.contains("disablePowerOff"), "{}", e.message);
+    assert_eq!(s.st.operational, Operational::Error);
+    assert!(wait.is_some(), "retried with backoff");
+    // Back online: the error goes, nothing is powered off.
+    s.spec.online = true;
+    s.now = s.st.retry_at_ms;
+    s.settle(power_reads(Power::On));
+    assert_eq!(s.st.error, None);
+    assert_eq!(s.st.operational, Operational::Ok);
+    assert!(!s.acts.iter().any(|a| matches!(a, Act::PowerOff { .. })));
+}

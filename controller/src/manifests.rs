@@ -268,6 +268,7 @@ pub fn host_spec(v: &Value) -> Result<(HostKey, HostSpec), String> {
         generation: m.get("generation").and_then(Value::as_i64).unwrap_or(1),
         online: bool_at(v, &["spec", "online"])?,
         externally_provisioned: bool_at(v, &["spec", "externallyProvisioned"])?,
+        disable_power_off: bool_at(v, &["spec", "disablePowerOff"])?,
         deleting: m.get("deletionTimestamp").is_some_and(|d| !d.is_null()),
         ..HostSpec::default()
     };
@@ -524,6 +525,21 @@ spec:
         assert!(s.paused && s.detached && s.deleting);
         assert_eq!(s.boot_mode, BootMode::Uefi, "metal3's default");
         assert_eq!(s.cleaning, CleaningMode::Metadata, "metal3's default");
+        assert!(!s.disable_power_off, "metal3's default");
+    }
+
+    #[test]
+    fn disable_power_off_is_read_and_must_be_a_boolean() {
+        let doc = |v: &str| -> Value {
+            serde_yaml::from_str(&format!(
+                "apiVersion: metal3.io/v1alpha1\nkind: BareMetalHost\nmetadata:\n  name: h\nspec:\n  disablePowerOff: {v}\n"
+            ))
+            .unwrap()
+        };
+        assert!(host_spec(&doc("true")).unwrap().1.disable_power_off);
+        assert!(!host_spec(&doc("false")).unwrap().1.disable_power_off);
+        let e = host_spec(&doc("'yes'")).unwrap_err();
+        assert!(e.contains("disablePowerOff"), "{e}");
     }
 
     #[test]

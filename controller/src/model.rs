@@ -283,6 +283,10 @@ pub struct HostSpec {
     pub meta_data: Option<SecretRef>,
     /// `spec.externallyProvisioned`.
     pub externally_provisioned: bool,
+    /// `spec.disablePowerOff`: the host is never powered off (boots use resets, deletion
+    /// leaves it on, `online: false` is refused), as metal3 does it.
+    #[serde(default)]
+    pub disable_power_off: bool,
     /// `inspect.metal3.io`.
     pub inspect: InspectRequest,
     /// Keys of `reboot.metal3.io` / `reboot.metal3.io/KEY` annotations present.

@@ -8,8 +8,8 @@
 //!   file. `floor-ipxe` boots the real ramdisk: power-on → the kernel's first console line is
 //!   the bare iPXE floor. `floor-copy` boots the floor ramdisk (hack/build-bench-lab.sh: the
 //!   real one with a busybox /init appended): its first line after the kernel's is the bare
-//!   kernel floor, its `wget | dd conv=fsync` of the 1 GiB image onto its virtio disk the raw
-//!   copy floor; then it boots that disk, and power-on → the image's first `FERROX-LAB:` line
+//!   kernel floor, its copy of the 1 GiB image onto its virtio disk (floorcopy: 4 MiB socket
+//!   reads, O_DIRECT writes in a second thread, fsync) the raw copy floor; then it boots that disk, and power-on → the image's first `FERROX-LAB:` line
 //!   is the reboot-into-disk floor. Inspection's floor is 0.
 //! * Run A: one BIOS host provisioned with the 1 GiB image, timed per phase from its console
 //!   (wall clock, 100 ms polling) and the controller's Events.
@@ -278,12 +278,12 @@ pub struct Floors {
     pub init_guest_s: f64,
     /// When its DHCP lease came (guest clock).
     pub net_guest_s: f64,
-    /// wget | dd conv=fsync of the image (guest clock, seconds).
+    /// floorcopy of the image (guest clock, seconds).
     pub copy_s: f64,
     /// The same from the console (FLOOR-NET line → FLOOR-COPY line).
     pub copy_ms: u64,
-    /// What dd said.
-    pub dd: String,
+    /// The FLOOR-COPY console line (what floorcopy said).
+    pub copy_line: String,
     /// Power-on → the image's first FERROX-LAB line, booting from the copied disk.
     pub disk_ms: u64,
 }
@@ -361,8 +361,8 @@ fn floors(dirs: &Dirs, w: &Watcher, image: &Image) -> Result<Floors> {
     )?;
     f.copy_ms = c - n;
     f.copy_s = number_after(text(&l), "FLOOR-COPY ").unwrap_or(f64::NAN);
-    f.dd = text(&l).to_string();
-    println!("bench: floor raw copy: {}", f.dd);
+    f.copy_line = text(&l).to_string();
+    println!("bench: floor raw copy: {}", f.copy_line);
     if w.wait(FLOOR_COPY, c, Duration::from_secs(60), "power-off", |m| {
         *m == Mark::PowerOff
     })
@@ -787,7 +787,7 @@ pub fn markdown(r: &Report) -> String {
             "image write (provisioning → provisioned)",
             a.provisioned - a.provisioning,
             f.copy_ms,
-            "`wget -O- | dd of=/dev/vda bs=4M conv=fsync` of the same image in a VM of the same kind",
+            "a plain copy of the same image (hack/lab-image/floorcopy.c: 4 MiB reads, O_DIRECT, fsync) in a VM of the same kind",
         ),
         (
             "reboot into disk (provisioned → first FERROX-LAB line)",
@@ -827,7 +827,7 @@ pub fn markdown(r: &Report) -> String {
         f.net_guest_s,
         f.copy_s,
         s(f.copy_ms),
-        f.dd,
+        f.copy_line,
         mb_per_s(r.image_bytes, f.copy_ms),
         mb_per_s(r.image_bytes, a.provisioned - a.provisioning),
         s(f.ipxe2_ms)
