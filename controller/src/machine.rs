@@ -701,7 +701,16 @@ pub fn absorb(
                 (Act::BootDisk, _) => {
                     st.power = Power::On;
                     st.agent.phase = AgentPhase::Down;
-                    st.op = None;
+                    // What the agent said of the write (size, format, time, CPU per stage),
+                    // once, as the host leaves for its disk.
+                    if let Some(Outcome::Ok { summary, .. }) = st.op.take().and_then(|o| o.outcome)
+                    {
+                        notes.push(Note {
+                            warning: false,
+                            reason: "ImageWritten".into(),
+                            message: summary,
+                        });
+                    }
                     notes.push(transition(&mut st, State::Provisioned, now));
                 }
                 (Act::Forget, _) => {}

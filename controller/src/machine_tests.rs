@@ -858,3 +858,23 @@ fn disable_power_off_refuses_online_false_until_the_spec_changes() {
     assert_eq!(s.st.operational, Operational::Ok);
     assert!(!s.acts.iter().any(|a| matches!(a, Act::PowerOff { .. })));
 }
+
+#[test]
+fn the_agents_write_summary_becomes_one_image_written_event() {
+    let mut s = provisioned_sim();
+    s.ok();
+    let written: Vec<&Note> = s
+        .notes
+        .iter()
+        .filter(|n| n.reason == "ImageWritten")
+        .collect();
+    assert_eq!(written.len(), 1, "{:?}", s.notes);
+    assert_eq!(written[0].message, "wrote");
+    assert!(!written[0].warning);
+    // Before the host is said to be provisioned.
+    let at = |f: &dyn Fn(&Note) -> bool| s.notes.iter().position(f).unwrap();
+    assert!(
+        at(&|n| n.reason == "ImageWritten")
+            < at(&|n| n.reason == "StateChanged" && n.message.ends_with("-> provisioned"))
+    );
+}

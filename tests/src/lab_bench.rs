@@ -436,6 +436,8 @@ pub struct HostRun {
     pub os_up: u64,
     /// The agent's own "ready at X s after kernel start".
     pub agent_ready_guest_s: Option<f64>,
+    /// The agent's own account of the image write (ImageWritten Event): time, CPU per stage.
+    pub write_summary: Option<String>,
 }
 
 impl HostRun {
@@ -469,6 +471,10 @@ impl HostRun {
                 .with_context(|| format!("{host}: never {s}"))
         };
         let provisioned = state("provisioned")?;
+        let write_summary = evs
+            .iter()
+            .find(|e| e.host == host && e.reason == "ImageWritten" && e.at_ms >= after)
+            .map(|e| e.message.clone());
         let (os_up, _) = w
             .find(host, provisioned, |m| line_has(m, "FERROX-LAB:"))
             .with_context(|| format!("{host}: its OS never printed a FERROX-LAB line"))?;
@@ -481,6 +487,7 @@ impl HostRun {
             provisioned,
             os_up,
             agent_ready_guest_s: ready,
+            write_summary,
         })
     }
 
@@ -832,6 +839,13 @@ pub fn markdown(r: &Report) -> String {
         mb_per_s(r.image_bytes, a.provisioned - a.provisioning),
         s(f.ipxe2_ms)
     );
+    if let Some(w) = &a.write_summary {
+        let _ = writeln!(
+            o,
+            "The agent's own account of the write (its ImageWritten Event): `{w}`. The hash \
+             stage's CPU seconds against the write's seconds show whether the checksum bounds it.\n"
+        );
+    }
     let _ = writeln!(
         o,
         "## Three hosts at once (run B)\n\n\

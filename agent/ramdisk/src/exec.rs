@@ -287,14 +287,21 @@ impl Executor {
             },
             None => String::new(),
         };
+        let cpu = report.cpu_seconds;
         Outcome::Ok {
             summary: format!(
-                "wrote {} ({} bytes, {}) to {}, {} verified{drive}",
+                "wrote {} ({} bytes, {}) to {}, {} verified, in {:.1} s (CPU s per stage: \
+                 download {:.1}, hash {:.1}, decode {:.1}, write {:.1}){drive}",
                 report.url,
                 report.disk_bytes,
                 report.format,
                 report.device.display(),
-                report.checksum_algo
+                report.checksum_algo,
+                report.seconds,
+                cpu.download,
+                cpu.hash,
+                cpu.decode,
+                cpu.write
             ),
             device: Some(device.display().to_string()),
         }
