@@ -475,6 +475,7 @@ mod tests {
         let in_flight = AtomicUsize::new(0);
         let most = AtomicUsize::new(0);
         let done = std::sync::Mutex::new(BTreeSet::new());
+        let arrived = (std::sync::Mutex::new(0usize), std::sync::Condvar::new());
         let report = coldplug(
             &db,
             Path::new("/m"),
@@ -490,7 +491,23 @@ mod tests {
                 }
                 let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(30));
+                // Wave 0's four loads wait for each other (at most 10 s): loaded together they
+                // all get through at once, however slowly threads start on a busy machine;
+                // loaded one after another, the first waits alone and `most` stays 1.
+                if db.deps_of(rel).is_empty() {
+                    let (lock, cv) = &arrived;
+                    let mut n = lock.lock().unwrap();
+                    *n += 1;
+                    cv.notify_all();
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while *n < 4 {
+                        let Some(left) = deadline.checked_duration_since(std::time::Instant::now())
+                        else {
+                            break;
+                        };
+                        n = cv.wait_timeout(n, left).unwrap().0;
+                    }
+                }
                 in_flight.fetch_sub(1, Ordering::SeqCst);
                 done.lock().unwrap().insert(rel.to_string());
                 Ok(())
