@@ -118,8 +118,8 @@ fn coldplug_modules(params: &BootParams) {
 }
 
 /// Gets the kernel's random number generator seeded while the boot goes on. TLS to the
-/// controller needs it, and so, measured, does the first DHCP exchange (something in the
-/// kernel's first UDP send waits for it). Without a hardware entropy source (a VM without
+/// controller needs it, and so, measured, does the first DHCP exchange (its socket setup or
+/// first send waits for it; which call, not found). Without a hardware entropy source (a VM without
 /// RDRAND or virtio-rng) seeding takes the kernel about 1.2 s of timing jitter; started before
 /// coldplug, that overlaps module loading instead of stalling DHCP (under QEMU TCG, 1 vCPU:
 /// DHCP 1043 ms → 86 ms, agent start → ready 1.69 s → 1.32 s). With RDRAND it returns at once.
