@@ -473,19 +473,18 @@ impl Planner<'_> {
     /// [`Limits::soft_power_off_timeout_ms`] (or when the BMC refused the graceful request) the
     /// host is powered off hard.
     fn enforce_power(&mut self, on: bool) -> Step {
-        let refused = |e: &HostError| e.message == POWER_OFF_DISABLED;
         if !on && self.spec.disable_power_off {
             // metal3's webhook rejects this combination; without one, the host says why it
             // stays on, and retries with backoff in case the spec changes.
             return self.fail(ErrorType::PowerManagement, POWER_OFF_DISABLED.to_string());
         }
-        if self.st.error.as_ref().is_some_and(refused) {
-            self.st.error = None;
-            self.st.error_count = 0;
-            self.st.retry_at_ms = 0;
-            if self.st.operational == Operational::Error {
-                self.st.operational = Operational::Ok;
-            }
+        if self
+            .st
+            .error
+            .as_ref()
+            .is_some_and(|e| e.message == POWER_OFF_DISABLED)
+        {
+            clear_error(&mut self.st);
         }
         let now = self.facts.now_ms;
         if let Some(wait) = self.st.shutdown {
@@ -529,12 +528,7 @@ impl Planner<'_> {
 
     fn goto(&mut self, to: State) -> Step {
         let note = transition(&mut self.st, to, self.facts.now_ms);
-        self.st.error = None;
-        self.st.error_count = 0;
-        self.st.retry_at_ms = 0;
-        if self.st.operational == Operational::Error {
-            self.st.operational = Operational::Ok;
-        }
+        clear_error(&mut self.st);
         self.events.push(note);
         (None, NOW)
     }
@@ -586,6 +580,16 @@ fn fail_status(
     delay
 }
 
+/// Forgets the error, its count and its backoff; an operational status of `error` becomes OK.
+fn clear_error(st: &mut HostStatus) {
+    st.error = None;
+    st.error_count = 0;
+    st.retry_at_ms = 0;
+    if st.operational == Operational::Error {
+        st.operational = Operational::Ok;
+    }
+}
+
 /// Folds the result of `act` into the status.
 pub fn absorb(
     spec: &HostSpec,
@@ -615,12 +619,7 @@ pub fn absorb(
             // Booting the agent or issuing a command is a step toward an operation whose success
             // only its outcome shows: the error (and the count behind the backoff) stays until then.
             if !matches!(act, Act::BootAgent | Act::Issue(_)) {
-                st.error = None;
-                st.error_count = 0;
-                st.retry_at_ms = 0;
-                if st.operational == Operational::Error {
-                    st.operational = Operational::Ok;
-                }
+                clear_error(&mut st);
             }
             if matches!(act, Act::BootAgent | Act::Reboot | Act::BootDisk) {
                 st.shutdown = None;
