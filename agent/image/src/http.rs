@@ -399,6 +399,36 @@ impl ContentRange {
     }
 }
 
+/// The Content-Range of a 206 answer to a Range request at `at`. A 200 means the server
+/// ignored the range; any other status is an error; a missing or malformed header is bad.
+fn partial_content(
+    status: StatusCode,
+    headers: &HeaderMap,
+    at: u64,
+) -> Result<ContentRange, FetchError> {
+    if status == StatusCode::OK {
+        return Err(FetchError::RangeIgnored(at));
+    }
+    if status != StatusCode::PARTIAL_CONTENT {
+        return Err(FetchError::Status(status));
+    }
+    ContentRange::parse(raw_content_range(headers)).ok_or_else(|| bad_range(headers, at))
+}
+
+fn raw_content_range(headers: &HeaderMap) -> &str {
+    headers
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn bad_range(headers: &HeaderMap, at: u64) -> FetchError {
+    FetchError::BadContentRange {
+        at,
+        got: raw_content_range(headers).to_string(),
+    }
+}
+
 /// Checks a resumed response: 206 whose Content-Range starts at `at` and, when both are known,
 /// has the total of the first response. Returns the total the range announces.
 pub fn check_resume(
@@ -407,21 +437,8 @@ pub fn check_resume(
     at: u64,
     total: Option<u64>,
 ) -> Result<Option<u64>, FetchError> {
-    if status == StatusCode::OK {
-        return Err(FetchError::RangeIgnored(at));
-    }
-    if status != StatusCode::PARTIAL_CONTENT {
-        return Err(FetchError::Status(status));
-    }
-    let raw = headers
-        .get(CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let bad = || FetchError::BadContentRange {
-        at,
-        got: raw.to_string(),
-    };
-    let range = ContentRange::parse(raw).ok_or_else(bad)?;
+    let range = partial_content(status, headers, at)?;
+    let bad = || bad_range(headers, at);
     if range.start != at {
         return Err(bad());
     }
@@ -442,28 +459,12 @@ pub fn check_range(
     end: u64,
     total: Option<u64>,
 ) -> Result<(), FetchError> {
-    if status == StatusCode::OK {
-        return Err(FetchError::RangeIgnored(start));
-    }
-    if status != StatusCode::PARTIAL_CONTENT {
-        return Err(FetchError::Status(status));
-    }
-    let raw = headers
-        .get(CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    match ContentRange::parse(raw) {
-        Some(r)
-            if r.start == start
-                && r.end + 1 == end
-                && !matches!((r.total, total), (Some(a), Some(b)) if a != b) =>
-        {
-            Ok(())
-        }
-        _ => Err(FetchError::BadContentRange {
-            at: start,
-            got: raw.to_string(),
-        }),
+    let r = partial_content(status, headers, start)?;
+    let same_total = !matches!((r.total, total), (Some(a), Some(b)) if a != b);
+    if r.start == start && r.end + 1 == end && same_total {
+        Ok(())
+    } else {
+        Err(bad_range(headers, start))
     }
 }
 

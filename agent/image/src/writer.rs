@@ -359,9 +359,7 @@ fn write_job(
         let whole = disk_at.is_multiple_of(grain) && grain_end == next;
         if whole && all_zero(&buf[i..grain_end]) {
             if from < i {
-                zeros.flush(disk)?;
-                write_span(disk, start, from, i, buf)?;
-                stats.written += (i - from) as u64;
+                stats.written += write_span(disk, zeros, start, from, i, buf)?;
             }
             zeros.add(disk, disk_at, grain)?;
             stats.zeroed += grain;
@@ -370,24 +368,32 @@ fn write_job(
         i = grain_end;
     }
     if from < data_end {
-        zeros.flush(disk)?;
-        write_span(disk, start, from, data_end, buf)?;
-        stats.written += (data_end - from) as u64;
+        stats.written += write_span(disk, zeros, start, from, data_end, buf)?;
     }
     Ok(stats)
 }
 
-/// Writes `buf[from..to]` (disk byte `start + from`). `from` is the job's `head_pad` or a
-/// grain boundary, so the span starts on a block boundary in memory and on the disk, or is
+/// Writes `buf[from..to]` (disk byte `start + from`) after zeroing the run gathered before it,
+/// so the disk changes in order; returns the bytes written. `from` is the job's `head_pad` or
+/// a grain boundary, so the span starts on a block boundary in memory and on the disk, or is
 /// the job's own start.
-fn write_span(disk: &Disk, start: u64, from: usize, to: usize, buf: &mut [u8]) -> io::Result<()> {
+fn write_span(
+    disk: &Disk,
+    zeros: &mut ZeroRun,
+    start: u64,
+    from: usize,
+    to: usize,
+    buf: &mut [u8],
+) -> io::Result<u64> {
+    zeros.flush(disk)?;
     let base = from - (start + from as u64) as usize % disk.align as usize;
     disk.write_merged(
         start + base as u64,
         from - base,
         to - base,
         &mut buf[base..],
-    )
+    )?;
+    Ok((to - from) as u64)
 }
 
 struct Pending {

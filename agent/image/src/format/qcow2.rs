@@ -12,7 +12,7 @@
 //! by this module's tests for plain, compressed and v2 images). An image that maps bytes the
 //! stream already passed fails with [`FormatError::NeedsRandomAccess`]; a caller that can
 //! seek builds the decoder [`Qcow2Decoder::with_random_access`], takes [`Qcow2Decoder::deferred`]
-//! ranges after the stream and supplies them with [`Qcow2Decoder::feed_at`].
+//! ranges after the stream and supplies them with [`Decoder::feed_at`].
 //!
 //! Everything is validated before use: a mapping that overlaps the header, a table or another
 //! cluster, that is misaligned, that maps past the virtual size, or that points past the
@@ -507,32 +507,6 @@ impl Qcow2Decoder {
     /// Ranges behind the stream that random access must supply (see [`Self::feed_at`]).
     pub fn deferred(&self) -> &[HostRange] {
         &self.deferred
-    }
-
-    /// Supplies a deferred range's bytes, read at `offset` of the image: exactly one
-    /// range from [`Self::deferred`]. May defer further ranges.
-    pub fn feed_at(
-        &mut self,
-        offset: u64,
-        data: &[u8],
-        sink: &mut dyn Sink,
-    ) -> Result<(), FormatError> {
-        let idx = self
-            .deferred
-            .iter()
-            .position(|r| r.offset == offset && r.len == data.len() as u64)
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "no deferred range is {} bytes at byte {offset}",
-                    data.len()
-                ))
-            })?;
-        let range = self.deferred.swap_remove(idx);
-        if let RangeKind::Data { guest } = range.kind {
-            self.write_guest(guest, data, sink)
-        } else {
-            self.complete(range, data, sink, false)
-        }
     }
 
     fn h(&self) -> &Qcow2Header {
@@ -1069,13 +1043,30 @@ impl Decoder for Qcow2Decoder {
             .collect()
     }
 
+    /// Supplies a deferred range's bytes, read at `offset` of the image: exactly one
+    /// range from [`Self::deferred`]. May defer further ranges.
     fn feed_at(
         &mut self,
         offset: u64,
         data: &[u8],
         sink: &mut dyn Sink,
     ) -> Result<(), FormatError> {
-        Qcow2Decoder::feed_at(self, offset, data, sink)
+        let idx = self
+            .deferred
+            .iter()
+            .position(|r| r.offset == offset && r.len == data.len() as u64)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "no deferred range is {} bytes at byte {offset}",
+                    data.len()
+                ))
+            })?;
+        let range = self.deferred.swap_remove(idx);
+        if let RangeKind::Data { guest } = range.kind {
+            self.write_guest(guest, data, sink)
+        } else {
+            self.complete(range, data, sink, false)
+        }
     }
 
     fn feed(&mut self, mut input: &[u8], sink: &mut dyn Sink) -> Result<(), FormatError> {
