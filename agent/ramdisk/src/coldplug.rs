@@ -403,27 +403,29 @@ mod tests {
         );
     }
 
+    /// A QEMU NVMe controller's modalias.
+    const NVME: &str = "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02";
+
+    /// A device directory with a `modalias` file under a fake `/sys/devices`.
+    fn device(sys: &Path, rel: &str, modalias: &str) -> std::path::PathBuf {
+        let dir = sys.join(rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("modalias"), format!("{modalias}\n")).unwrap();
+        dir
+    }
+
     #[test]
     fn coldplug_loads_in_rounds_as_buses_appear() {
         // A fake sysfs: a virtio PCI function first; the virtio bus device appears only once
         // virtio_pci has "loaded", as it does in a real kernel.
         let sys = tempfile::tempdir().unwrap();
-        let pci = sys.path().join("pci0000:00/0000:00:03.0");
-        std::fs::create_dir_all(&pci).unwrap();
-        std::fs::write(
-            pci.join("modalias"),
-            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n",
-        )
-        .unwrap();
-        let nvme = sys.path().join("pci0000:00/0000:00:04.0");
-        std::fs::create_dir_all(&nvme).unwrap();
-        std::fs::write(
-            nvme.join("modalias"),
-            "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02\n",
-        )
-        .unwrap();
+        let pci = device(
+            sys.path(),
+            "pci0000:00/0000:00:03.0",
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+        );
+        device(sys.path(), "pci0000:00/0000:00:04.0", NVME);
         let loaded = std::sync::Mutex::new(Vec::new());
-        let virtio_dev = pci.join("virtio0");
         let report = coldplug(
             &db(),
             Path::new("/lib/modules/x"),
@@ -432,9 +434,7 @@ mod tests {
             |p| {
                 let name = module_name(p.to_str().unwrap());
                 if name == "virtio_pci" {
-                    std::fs::create_dir_all(&virtio_dev).unwrap();
-                    std::fs::write(virtio_dev.join("modalias"), "virtio:d00000001v00001AF4\n")
-                        .unwrap();
+                    device(&pci, "virtio0", "virtio:d00000001v00001AF4");
                 }
                 if name == "garp" {
                     return Err(std::io::Error::from_raw_os_error(libc::ENOEXEC));
@@ -463,13 +463,7 @@ mod tests {
     #[test]
     fn a_wave_loads_together_and_after_its_dependencies() {
         let sys = tempfile::tempdir().unwrap();
-        let nvme = sys.path().join("pci0000:00/0000:00:04.0");
-        std::fs::create_dir_all(&nvme).unwrap();
-        std::fs::write(
-            nvme.join("modalias"),
-            "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02\n",
-        )
-        .unwrap();
+        device(sys.path(), "pci0000:00/0000:00:04.0", NVME);
         let db = db();
         use std::sync::atomic::{AtomicUsize, Ordering};
         let in_flight = AtomicUsize::new(0);

@@ -221,10 +221,10 @@ fn sanitize(datagram: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A transaction id for this boot. It must not wait for the kernel's random number generator:
-/// at boot that takes a second or more (std's `RandomState` does wait, on musl), and the xid
-/// only has to tell our transactions apart (anyone on the segment sees it anyway). Falls back
-/// to the MAC and the clock on kernels older than 5.6.
+/// A transaction id for this boot. It must not wait for the kernel's random number generator
+/// (at boot that takes a second or more), and it only has to tell our transactions apart
+/// (anyone on the segment sees it anyway): `GRND_INSECURE`, explicitly. Falls back to the MAC
+/// and the clock on kernels older than 5.6.
 fn random_xid(mac: Mac) -> u32 {
     let mut b = [0u8; 4];
     if agent_sys::system::random_bytes_nonblocking(&mut b).is_ok() {

@@ -156,8 +156,8 @@ fn getrandom(buf: &mut [u8], flags: libc::c_uint) -> io::Result<()> {
 
 /// Fills `buf` (at most 256 bytes) from the kernel without ever waiting for its random number
 /// generator to be seeded (`GRND_INSECURE`, Linux 5.6+). Good for telling things apart (a DHCP
-/// transaction id), not for keys. Early in boot a plain `getrandom` — and so std's
-/// `RandomState` — can block for a second or more until the kernel has gathered entropy.
+/// transaction id), not for keys. Early in boot a plain `getrandom` can block for a second or
+/// more until the kernel has gathered entropy.
 pub fn random_bytes_nonblocking(buf: &mut [u8]) -> io::Result<()> {
     getrandom(buf, libc::GRND_INSECURE)
 }
