@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use controller_redfish::{
     BmcAddress, BootMode as RfBootMode, BootTarget as RfBootTarget, ConnectOptions, Credentials,
-    PowerState, Redfish, RedfishError,
+    PowerState, Redfish, RedfishError, Transport,
 };
 
 use crate::model::{BootMode, Power};
@@ -19,6 +19,8 @@ use crate::reconciler::{Bmc, BmcTarget, BootTarget, BoxFut};
 #[derive(Default)]
 pub struct RedfishBmc {
     clients: Mutex<HashMap<BmcTarget, Arc<Redfish>>>,
+    /// One TLS configuration and connection pool for all BMCs.
+    transport: Transport,
     /// Per-request deadline (default: the client's).
     pub timeout: Option<Duration>,
 }
@@ -65,7 +67,7 @@ impl RedfishBmc {
             password: t.password.clone(),
         };
         let c = Arc::new(
-            Redfish::connect(&endpoint, creds, opts)
+            Redfish::connect_via(&self.transport, &endpoint, creds, opts)
                 .await
                 .map_err(|e| e.one_line())?,
         );

@@ -30,21 +30,66 @@ pub struct Manifests {
 
 /// Reads every `*.yaml`, `*.yml` and `*.json` file under `dir` (not recursing into dot-dirs).
 pub fn read_dir(dir: &Path) -> std::io::Result<Manifests> {
-    let mut out = Manifests::default();
-    let mut files = Vec::new();
-    collect(dir, &mut files)?;
-    files.sort();
-    for path in files {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                out.problems.push((path, format!("reading: {e}")));
-                continue;
+    DirCache::default().read(dir)
+}
+
+/// What identifies a file's content without reading it: a rewrite or an edit changes one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        inode: m.ino(),
+        len: m.len(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+    })
+}
+
+/// Repeated reads of one directory: a file is parsed again only when its stamp (inode, size,
+/// mtime, ctime) changed. A thousand hosts' manifests re-parsed every second were a tenth of
+/// the controller's CPU (docs/bench-scale.md).
+#[derive(Debug, Default)]
+pub struct DirCache {
+    files: HashMap<PathBuf, (Stamp, Parsed)>,
+}
+
+impl DirCache {
+    /// Reads `dir` as [`read_dir`] does, re-parsing only changed files.
+    pub fn read(&mut self, dir: &Path) -> std::io::Result<Manifests> {
+        let mut out = Manifests::default();
+        let mut files = Vec::new();
+        collect(dir, &mut files)?;
+        files.sort();
+        let mut seen = HashMap::with_capacity(files.len());
+        for path in files {
+            let before = stamp(&path);
+            let parsed = match (self.files.remove(&path), &before) {
+                (Some((st, parsed)), Some(now)) if st == *now => parsed,
+                _ => match std::fs::read_to_string(&path) {
+                    Ok(text) => parse(&text),
+                    Err(e) => {
+                        out.problems.push((path, format!("reading: {e}")));
+                        continue;
+                    }
+                },
+            };
+            merge(&path, &parsed, &mut out);
+            // Kept only when the file did not change while it was read.
+            if let Some(st) = before.filter(|b| stamp(&path).as_ref() == Some(b)) {
+                seen.insert(path, (st, parsed));
             }
-        };
-        read_text(&path, &text, &mut out);
+        }
+        self.files = seen;
+        Ok(out)
     }
-    Ok(out)
 }
 
 fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -69,39 +114,60 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Parses one file's documents into `out`.
 pub fn read_text(path: &Path, text: &str, out: &mut Manifests) {
-    let mut found = Vec::new();
-    let mut problem = None;
+    merge(path, &parse(text), out);
+}
+
+/// One file's documents, or the first problem in it (with the hosts named before it).
+#[derive(Debug, Clone)]
+struct Parsed {
+    docs: Vec<Doc>,
+    problem: Option<String>,
+}
+
+fn parse(text: &str) -> Parsed {
+    let mut docs = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let v: Value = match serde::Deserialize::deserialize(doc) {
             Ok(v) => v,
             Err(e) => {
-                problem = Some(format!("document {}: not valid YAML: {e}", i + 1));
-                break;
+                return Parsed {
+                    docs,
+                    problem: Some(format!("document {}: not valid YAML: {e}", i + 1)),
+                }
             }
         };
         if v.is_null() {
             continue;
         }
         match document(&v) {
-            Ok(d) => found.push(d),
+            Ok(d) => docs.push(d),
             Err(e) => {
-                problem = Some(format!("document {}: {e}", i + 1));
-                break;
+                return Parsed {
+                    docs,
+                    problem: Some(format!("document {}: {e}", i + 1)),
+                }
             }
         }
     }
-    if let Some(p) = problem {
-        for d in found {
+    Parsed {
+        docs,
+        problem: None,
+    }
+}
+
+fn merge(path: &Path, parsed: &Parsed, out: &mut Manifests) {
+    if let Some(p) = &parsed.problem {
+        for d in &parsed.docs {
             if let Doc::Host(k, _, _) = d {
-                out.unsure.insert(k);
+                out.unsure.insert(k.clone());
             }
         }
-        out.problems.push((path.to_path_buf(), p));
+        out.problems.push((path.to_path_buf(), p.clone()));
         return;
     }
-    for d in found {
+    for d in &parsed.docs {
         match d {
-            Doc::Host(k, spec, obj) => match out.hosts.entry(k) {
+            Doc::Host(k, spec, obj) => match out.hosts.entry(k.clone()) {
                 std::collections::btree_map::Entry::Occupied(e) => {
                     let k = e.key().clone();
                     out.problems.push((
@@ -111,17 +177,18 @@ pub fn read_text(path: &Path, text: &str, out: &mut Manifests) {
                     out.unsure.insert(k);
                 }
                 std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert((*spec, obj));
+                    e.insert(((**spec).clone(), obj.clone()));
                 }
             },
             Doc::Secret(r, data) => {
-                out.secrets.insert(r, data);
+                out.secrets.insert(r.clone(), data.clone());
             }
             Doc::Other => {}
         }
     }
 }
 
+#[derive(Debug, Clone)]
 enum Doc {
     Host(HostKey, Box<HostSpec>, Value),
     Secret(SecretRef, BTreeMap<String, Vec<u8>>),
@@ -391,8 +458,9 @@ pub async fn watch(
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut last: Vec<(PathBuf, String)> = Vec::new();
+    let mut cache = DirCache::default();
     loop {
-        match read_dir(&dir) {
+        match cache.read(&dir) {
             Ok(m) => {
                 let problems = sync(&rec, &m);
                 if problems != last {

@@ -162,6 +162,9 @@ pub struct Reconciler {
     secrets: Mutex<HashMap<SecretRef, BTreeMap<String, Vec<u8>>>>,
     seen: Mutex<HashMap<HostKey, u64>>,
     provisioning: Mutex<HashSet<HostKey>>,
+    /// Hosts waiting for a provisioning slot (`delayed`), longest-waiting first: a freed slot
+    /// wakes the first of them at once instead of at their next periodic look.
+    delayed: Mutex<Vec<HostKey>>,
     queue: Queue<HostKey>,
     netboot_rev: watch::Sender<u64>,
     agent_wake: Mutex<Option<Wake>>,
@@ -218,6 +221,7 @@ impl Reconciler {
             secrets: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             provisioning: Mutex::new(HashSet::new()),
+            delayed: Mutex::default(),
             queue: Queue::default(),
             netboot_rev,
             agent_wake: Mutex::new(None),
@@ -385,42 +389,65 @@ impl Reconciler {
     }
 
     fn note_slot(&self, key: &HostKey, state: State) {
-        let mut slots = self.provisioning.lock().unwrap();
-        if state == State::Provisioning {
-            slots.insert(key.clone());
-        } else {
-            slots.remove(key);
+        let free = {
+            let mut slots = self.provisioning.lock().unwrap();
+            if state == State::Provisioning {
+                slots.insert(key.clone());
+                0
+            } else if slots.remove(key) {
+                self.cfg.provisioning_limit.saturating_sub(slots.len())
+            } else {
+                0
+            }
+        };
+        if free > 0 {
+            let waiting: Vec<HostKey> =
+                self.delayed.lock().unwrap().iter().take(free).cloned().collect();
+            for k in waiting {
+                self.queue.now(k);
+            }
+        }
+    }
+
+    /// Keeps [`Reconciler::delayed`] in step with the host's operational status.
+    fn note_delayed(&self, key: &HostKey, delayed: bool) {
+        let mut d = self.delayed.lock().unwrap();
+        let at = d.iter().position(|k| k == key);
+        match (delayed, at) {
+            (true, None) => d.push(key.clone()),
+            (false, Some(i)) => {
+                d.remove(i);
+            }
+            _ => {}
         }
     }
 
     fn record_events(&self, key: &HostKey, notes: &[Note]) {
-        if notes.is_empty() {
+        let recs = event_records(key, notes);
+        if recs.is_empty() {
             return;
         }
-        let at = now_ms();
-        let recs: Vec<EventRecord> = notes
-            .iter()
-            .map(|n| {
-                if n.warning {
-                    warn!(host = %key, reason = %n.reason, "{}", n.message);
-                } else {
-                    info!(host = %key, reason = %n.reason, "{}", n.message);
-                }
-                EventRecord {
-                    host: key.clone(),
-                    at_ms: at,
-                    warning: n.warning,
-                    reason: n.reason.clone(),
-                    message: n.message.clone(),
-                }
-            })
-            .collect();
         if let Err(e) = self.store.add_events(&recs) {
             warn!(host = %key, error = %crate::error_chain(&e), "could not record events");
         }
+        self.announce(key, &recs);
+    }
+
+    /// Logs recorded Events and hands them to the publisher (Kubernetes Events).
+    fn announce(&self, key: &HostKey, recs: &[EventRecord]) {
+        if recs.is_empty() {
+            return;
+        }
+        for n in recs {
+            if n.warning {
+                warn!(host = %key, reason = %n.reason, "{}", n.message);
+            } else {
+                info!(host = %key, reason = %n.reason, "{}", n.message);
+            }
+        }
         let p = self.publish.lock().unwrap().clone();
         if let Some(p) = p {
-            p.events(&recs);
+            p.events(recs);
         }
     }
 
@@ -451,23 +478,27 @@ impl Reconciler {
                     status: plan.status.clone(),
                     created_ms: rec.as_ref().map_or(facts.now_ms, |r| r.created_ms),
                 };
-                let ok = self.store.update(key, |cur| {
+                let recs = event_records(key, &plan.events);
+                let ok = self.store.update_with_events(key, |cur| {
                     if cur.as_ref().map(|c| &c.status) != before.as_ref() {
-                        (cur, false)
+                        (cur, false, Vec::new())
                     } else {
-                        (Some(new), true)
+                        (Some(new), true, recs.clone())
                     }
                 })?;
                 if !ok {
                     continue;
                 }
                 self.note_slot(key, plan.status.state);
+                self.note_delayed(key, plan.status.operational == Operational::Delayed);
                 self.changed(key);
                 if plan.status.boot_token != before.as_ref().and_then(|b| b.boot_token.clone()) {
                     self.netboot_rev.send_modify(|r| *r += 1);
                 }
+                self.announce(key, &recs);
+            } else {
+                self.record_events(key, &plan.events);
             }
-            self.record_events(key, &plan.events);
 
             let Some(act) = plan.act else {
                 match plan.requeue_ms {
@@ -482,6 +513,7 @@ impl Reconciler {
                 self.store.update(key, |_| (None, ()))?;
                 self.store.purge_tokens(now_ms(), Some(key))?;
                 self.note_slot(key, State::Deleting);
+                self.note_delayed(key, false);
                 self.seen.lock().unwrap().remove(key);
                 self.netboot_rev.send_modify(|r| *r += 1);
                 self.changed(key);
@@ -489,9 +521,9 @@ impl Reconciler {
                 return Ok(None);
             }
             let facts = self.facts(key);
-            let (notes, state) = self.store.update(key, |cur| {
+            let (recs, state) = self.store.update_with_events(key, |cur| {
                 let Some(mut cur) = cur else {
-                    return (None, (Vec::new(), State::Deleting));
+                    return (None, (Vec::new(), State::Deleting), Vec::new());
                 };
                 let (mut st, notes) =
                     machine::absorb(&spec, &cur.status, &act, result, &facts, &self.cfg.limits);
@@ -500,11 +532,12 @@ impl Reconciler {
                 }
                 let state = st.state;
                 cur.status = st;
-                (Some(cur), (notes, state))
+                let recs = event_records(key, &notes);
+                (Some(cur), (recs.clone(), state), recs)
             })?;
             self.note_slot(key, state);
             self.changed(key);
-            self.record_events(key, &notes);
+            self.announce(key, &recs);
             if matches!(act, Act::Issue(_)) {
                 if let Some(wake) = self.agent_wake.lock().unwrap().as_ref() {
                     wake(key);
@@ -796,13 +829,19 @@ impl Reconciler {
             info!(host = %key, level = %level, "agent: {message}");
             return;
         }
-        let wake = self.store.update(key, |cur| match cur {
+        let change = |cur: Option<HostRecord>| match cur {
             Some(mut c) => {
                 let wake = machine::on_agent_event(&mut c.status, event, now);
                 (Some(c), Some(wake))
             }
             None => (None, None),
-        });
+        };
+        // Progress is replaced by the next report: it need not wait for the disk.
+        let wake = if matches!(event, Event::Progress { .. }) {
+            self.store.update_volatile(key, change)
+        } else {
+            self.store.update(key, change)
+        };
         match wake {
             Ok(Some(wake)) => {
                 self.changed(key);
@@ -828,17 +867,17 @@ impl Reconciler {
     /// in ferrox-netboot's host-record shape.
     pub fn netboot_hosts(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut out = Vec::new();
-        for (key, rec) in self.store.hosts()? {
+        self.store.each_host(|key, rec| {
             let Some(mac) = rec.spec.boot_mac.as_deref() else {
-                continue;
+                return;
             };
             let Some(token) = rec.status.boot_token.as_deref() else {
-                continue;
+                return;
             };
             if rec.status.agent.phase != AgentPhase::Booting
                 && rec.status.agent.phase != AgentPhase::Down
             {
-                continue;
+                return;
             }
             let mut boot = serde_json::json!({
                 "controller_url": self.cfg.agent_url,
@@ -854,9 +893,24 @@ impl Reconciler {
                 "netboot": true,
                 "boot": boot,
             }));
-        }
+        });
         Ok(out)
     }
+}
+
+/// The Events `notes` make for `key`, stamped now.
+fn event_records(key: &HostKey, notes: &[Note]) -> Vec<EventRecord> {
+    let at = now_ms();
+    notes
+        .iter()
+        .map(|n| EventRecord {
+            host: key.clone(),
+            at_ms: at,
+            warning: n.warning,
+            reason: n.reason.clone(),
+            message: n.message.clone(),
+        })
+        .collect()
 }
 
 /// The Secrets a host's spec refers to: BMC credentials (in the host's namespace), userData,

@@ -5,8 +5,16 @@
 //! lives here: each host's last applied object and its [`HostStatus`], the boot tokens (hashed),
 //! the internal CA, and a bounded log of Events. BMC credentials are not copied here: they stay in
 //! the Secrets the user applied.
+//!
+//! Host records are also kept decoded in memory: every read (a reconcile step, the netboot feed,
+//! `get`) is served from there, and only writes touch the file. The copy changes only after the
+//! commit that made the change durable, under one writer lock, so it never shows a state the file
+//! does not hold. (At a thousand hosts, decoding records on every read was a third of the
+//! controller's CPU: see docs/bench-scale.md.)
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -124,6 +132,10 @@ pub struct EventRecord {
 /// The embedded store.
 pub struct Store {
     db: Database,
+    /// Every host record, decoded, by `namespace/name`: what the file holds as of the last commit.
+    hosts: RwLock<BTreeMap<String, (HostKey, HostRecord)>>,
+    /// Held across a host write and the update of `hosts` that follows its commit.
+    writing: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -139,7 +151,11 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        let s = Store { db: database };
+        let s = Store {
+            db: database,
+            hosts: RwLock::default(),
+            writing: Mutex::default(),
+        };
         // Create the tables so readers never see "table does not exist".
         s.write("creating tables", |w| {
             w.open_table(HOSTS).map_err(db("opening hosts"))?;
@@ -148,7 +164,34 @@ impl Store {
             w.open_table(EVENTS).map_err(db("opening events"))?;
             Ok(())
         })?;
+        let mut hosts = BTreeMap::new();
+        {
+            let r = s.db.begin_read().map_err(db("reading hosts"))?;
+            let t = r.open_table(HOSTS).map_err(db("reading hosts"))?;
+            for item in t.iter().map_err(db("reading hosts"))? {
+                let (k, v) = item.map_err(db("reading hosts"))?;
+                let key = k.value().to_string();
+                let rec = decode(&key, v.value())?;
+                if let Some(hk) = HostKey::parse(&key) {
+                    hosts.insert(key, (hk, rec));
+                }
+            }
+        }
+        *s.hosts.write().unwrap() = hosts;
         Ok(s)
+    }
+
+    fn lock_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the in-memory copy say what the last commit wrote for `key`.
+    fn remember(&self, key: &HostKey, rec: Option<HostRecord>) {
+        let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
+        match rec {
+            Some(r) => hosts.insert(key.to_string(), (key.clone(), r)),
+            None => hosts.remove(&key.to_string()),
+        };
     }
 
     fn write<T>(
@@ -164,29 +207,22 @@ impl Store {
 
     /// Every host's record.
     pub fn hosts(&self) -> Result<Vec<(HostKey, HostRecord)>, StoreError> {
-        let r = self.db.begin_read().map_err(db("reading hosts"))?;
-        let t = r.open_table(HOSTS).map_err(db("reading hosts"))?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(db("reading hosts"))? {
-            let (k, v) = item.map_err(db("reading hosts"))?;
-            let key = k.value().to_string();
-            let rec = decode(&key, v.value())?;
-            if let Some(hk) = HostKey::parse(&key) {
-                out.push((hk, rec));
-            }
+        let hosts = self.hosts.read().unwrap_or_else(|p| p.into_inner());
+        Ok(hosts.values().cloned().collect())
+    }
+
+    /// Calls `f` with every host's record, in key order, without copying them.
+    pub fn each_host(&self, mut f: impl FnMut(&HostKey, &HostRecord)) {
+        let hosts = self.hosts.read().unwrap_or_else(|p| p.into_inner());
+        for (k, r) in hosts.values() {
+            f(k, r);
         }
-        Ok(out)
     }
 
     /// One host's record.
     pub fn host(&self, key: &HostKey) -> Result<Option<HostRecord>, StoreError> {
-        let r = self.db.begin_read().map_err(db("reading a host"))?;
-        let t = r.open_table(HOSTS).map_err(db("reading a host"))?;
-        let k = key.to_string();
-        match t.get(k.as_str()).map_err(db("reading a host"))? {
-            Some(v) => Ok(Some(decode(&k, v.value())?)),
-            None => Ok(None),
-        }
+        let hosts = self.hosts.read().unwrap_or_else(|p| p.into_inner());
+        Ok(hosts.get(&key.to_string()).map(|(_, r)| r.clone()))
     }
 
     /// Reads, changes and writes one host's record in one transaction. `f` gets `None` for a
@@ -196,29 +232,77 @@ impl Store {
         key: &HostKey,
         f: impl FnOnce(Option<HostRecord>) -> (Option<HostRecord>, T),
     ) -> Result<T, StoreError> {
-        let k = key.to_string();
-        self.write("updating a host", |w| {
-            let mut t = w.open_table(HOSTS).map_err(db("updating a host"))?;
-            let old = match t.get(k.as_str()).map_err(db("updating a host"))? {
-                Some(v) => Some(decode(&k, v.value())?),
-                None => None,
-            };
+        self.update_with_events(key, |old| {
             let (new, out) = f(old);
-            match new {
-                Some(rec) => {
-                    let bytes = serde_json::to_vec(&rec).map_err(|source| StoreError::Corrupt {
-                        key: k.clone(),
-                        source,
-                    })?;
-                    t.insert(k.as_str(), bytes.as_slice())
+            (new, out, Vec::new())
+        })
+    }
+
+    /// [`Store::update`], also appending the Events `f` returns, in the same transaction: a step
+    /// and what it says about itself are durable together, with one disk flush.
+    pub fn update_with_events<T>(
+        &self,
+        key: &HostKey,
+        f: impl FnOnce(Option<HostRecord>) -> (Option<HostRecord>, T, Vec<EventRecord>),
+    ) -> Result<T, StoreError> {
+        self.update_inner(key, true, f)
+    }
+
+    /// [`Store::update`] for a change that may be lost in a crash (an agent's progress report,
+    /// which the next one replaces): committed without waiting for the disk, and made durable by
+    /// the next durable commit. A thousand agents writing images report progress every second.
+    pub fn update_volatile<T>(
+        &self,
+        key: &HostKey,
+        f: impl FnOnce(Option<HostRecord>) -> (Option<HostRecord>, T),
+    ) -> Result<T, StoreError> {
+        self.update_inner(key, false, |old| {
+            let (new, out) = f(old);
+            (new, out, Vec::new())
+        })
+    }
+
+    fn update_inner<T>(
+        &self,
+        key: &HostKey,
+        durable: bool,
+        f: impl FnOnce(Option<HostRecord>) -> (Option<HostRecord>, T, Vec<EventRecord>),
+    ) -> Result<T, StoreError> {
+        let k = key.to_string();
+        let _writing = self.lock_writes();
+        let old = self.host(key)?;
+        let (new, out, events) = f(old);
+        let bytes = match &new {
+            Some(rec) => Some(serde_json::to_vec(rec).map_err(|source| StoreError::Corrupt {
+                key: k.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let op = "updating a host";
+        let write = |w: &redb::WriteTransaction| {
+            let mut t = w.open_table(HOSTS).map_err(db(op))?;
+            match &bytes {
+                Some(b) => {
+                    t.insert(k.as_str(), b.as_slice())
                         .map_err(db("updating a host"))?;
                 }
                 None => {
                     t.remove(k.as_str()).map_err(db("removing a host"))?;
                 }
             }
-            Ok(out)
-        })
+            append_events(w, &events)
+        };
+        if durable {
+            self.write(op, write)?;
+        } else {
+            let mut w = self.db.begin_write().map_err(db(op))?;
+            w.set_durability(redb::Durability::None).map_err(db(op))?;
+            write(&w)?;
+            w.commit().map_err(db(op))?;
+        }
+        self.remember(key, new);
+        Ok(out)
     }
 
     /// Records a token (by its hash).
@@ -243,7 +327,9 @@ impl Store {
         now_ms: u64,
         on_ok: impl FnOnce(&TokenRecord, &mut HostRecord) -> bool,
     ) -> Result<Result<HostKey, TokenRefusal>, StoreError> {
-        self.write("redeeming a token", |w| {
+        let _writing = self.lock_writes();
+        let mut changed: Option<(HostKey, HostRecord)> = None;
+        let out = self.write("redeeming a token", |w| {
             let mut tokens = w.open_table(TOKENS).map_err(db("redeeming a token"))?;
             let mut rec: TokenRecord =
                 match tokens.get(token_sha256).map_err(db("redeeming a token"))? {
@@ -258,11 +344,9 @@ impl Store {
             }
             let mut hosts = w.open_table(HOSTS).map_err(db("redeeming a token"))?;
             let k = rec.host.to_string();
-            let mut host: HostRecord =
-                match hosts.get(k.as_str()).map_err(db("redeeming a token"))? {
-                    Some(v) => decode(&k, v.value())?,
-                    None => return Ok(Err(TokenRefusal::Unknown)),
-                };
+            let Some(mut host) = self.host(&rec.host)? else {
+                return Ok(Err(TokenRefusal::Unknown));
+            };
             if !on_ok(&rec, &mut host) {
                 return Ok(Err(TokenRefusal::Superseded(rec.host)));
             }
@@ -281,8 +365,13 @@ impl Store {
             hosts
                 .insert(k.as_str(), hb.as_slice())
                 .map_err(db("redeeming a token"))?;
+            changed = Some((rec.host.clone(), host));
             Ok(Ok(rec.host))
-        })
+        })?;
+        if let Some((key, host)) = changed {
+            self.remember(&key, Some(host));
+        }
+        Ok(out)
     }
 
     /// Drops tokens that expired before `now_ms` or belong to `host` (when given).
@@ -330,28 +419,7 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        self.write("recording events", |w| {
-            let mut t = w.open_table(EVENTS).map_err(db("recording events"))?;
-            let mut next = match t.last().map_err(db("recording events"))? {
-                Some((k, _)) => k.value() + 1,
-                None => 0,
-            };
-            for e in events {
-                let b = serde_json::to_vec(e).map_err(|source| StoreError::Corrupt {
-                    key: "event".into(),
-                    source,
-                })?;
-                t.insert(next, b.as_slice())
-                    .map_err(db("recording events"))?;
-                next += 1;
-            }
-            if next > EVENTS_KEPT {
-                let cut = next - EVENTS_KEPT;
-                t.retain_in(..cut, |_, _| false)
-                    .map_err(db("recording events"))?;
-            }
-            Ok(())
-        })
+        self.write("recording events", |w| append_events(w, events))
     }
 
     /// The Events recorded for `host` (oldest first), or for every host.
@@ -368,6 +436,33 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Appends `events` in transaction `w`, dropping the oldest beyond the bound.
+fn append_events(w: &redb::WriteTransaction, events: &[EventRecord]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut t = w.open_table(EVENTS).map_err(db("recording events"))?;
+    let mut next = match t.last().map_err(db("recording events"))? {
+        Some((k, _)) => k.value() + 1,
+        None => 0,
+    };
+    for e in events {
+        let b = serde_json::to_vec(e).map_err(|source| StoreError::Corrupt {
+            key: "event".into(),
+            source,
+        })?;
+        t.insert(next, b.as_slice())
+            .map_err(db("recording events"))?;
+        next += 1;
+    }
+    if next > EVENTS_KEPT {
+        let cut = next - EVENTS_KEPT;
+        t.retain_in(..cut, |_, _| false)
+            .map_err(db("recording events"))?;
+    }
+    Ok(())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {

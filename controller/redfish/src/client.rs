@@ -181,6 +181,39 @@ impl SystemInfo {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// HTTP clients shared by many BMC connections: one TLS configuration (roots, session cache) and
+/// one connection pool — holding a connection per BMC address — for each set of
+/// [`ConnectOptions`], instead of one of each per BMC. A controller with a thousand BMCs keeps one
+/// of these; at a thousand hosts, per-BMC clients were about a third of its memory
+/// (docs/bench-scale.md). Its connections belong to the Tokio runtime that first used them.
+#[derive(Default)]
+pub struct Transport {
+    clients: Mutex<std::collections::HashMap<(bool, Option<Vec<u8>>, Duration), HttpClient>>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    fn client(&self, addr: &str, opts: &ConnectOptions) -> Result<HttpClient, RedfishError> {
+        let key = (
+            opts.disable_cert_verification,
+            opts.extra_ca_pem.clone(),
+            opts.timeout,
+        );
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = build_client(addr, opts)?;
+        clients.insert(key, c.clone());
+        Ok(c)
+    }
+}
+
 /// No `Debug`: it holds the token.
 #[derive(Clone)]
 struct Session {
@@ -240,8 +273,18 @@ impl Redfish {
         credentials: Credentials,
         opts: ConnectOptions,
     ) -> Result<Self, RedfishError> {
+        Self::connect_via(&Transport::default(), endpoint, credentials, opts).await
+    }
+
+    /// [`Redfish::connect`] over `transport`'s shared HTTP clients.
+    pub async fn connect_via(
+        transport: &Transport,
+        endpoint: &RedfishEndpoint,
+        credentials: Credentials,
+        opts: ConnectOptions,
+    ) -> Result<Self, RedfishError> {
         let base = endpoint.base_url();
-        let http = build_client(&base, &opts)?;
+        let http = transport.client(&base, &opts)?;
         let basic = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD

@@ -15,6 +15,6 @@ pub use address::{
 };
 pub use client::{
     BootMode, BootOverride, BootTarget, ConnectOptions, Credentials, PowerState, Redfish,
-    SystemInfo,
+    SystemInfo, Transport,
 };
 pub use error::{ErrorKind, RedfishError};

@@ -16,7 +16,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::bmc::{self, Booted, Counters, Sim, SimHost, Timings};
@@ -83,7 +82,7 @@ pub struct Report {
 
 /// The hosts' manifests, one file per host, as a metal3 user writes them: a BMC credentials
 /// Secret, a userData Secret and the BareMetalHost with an image.
-pub fn write_manifests(dir: &Path, hosts: &[SimHost], bmc: &str) -> Result<()> {
+pub fn write_manifests(dir: &Path, hosts: &[SimHost], bmc_port: u16) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     for h in hosts {
         let n = &h.id;
@@ -95,13 +94,14 @@ pub fn write_manifests(dir: &Path, hosts: &[SimHost], bmc: &str) -> Result<()> {
              ---\napiVersion: metal3.io/v1alpha1\nkind: BareMetalHost\nmetadata:\n  name: {n}\n  namespace: scale\n\
              spec:\n  online: true\n  bootMACAddress: \"{mac}\"\n  bootMode: legacy\n  \
              automatedCleaningMode: metadata\n  \
-             bmc:\n    address: redfish+http://{bmc}/redfish/v1/Systems/{n}\n    \
+             bmc:\n    address: redfish+http://{ip}:{bmc_port}/redfish/v1/Systems/{n}\n    \
              credentialsName: {n}-bmc-secret\n  \
              rootDeviceHints:\n    deviceName: /dev/nvme0n1\n  \
              image:\n    url: http://images.invalid/ubuntu-24.04.qcow2\n    \
              checksum: {sum}\n    checksumType: sha256\n    format: qcow2\n  \
              userData:\n    name: {n}-user-data\n    namespace: scale\n",
             mac = h.mac,
+            ip = h.bmc_ip,
             sum = "ab".repeat(32),
         );
         std::fs::write(dir.join(format!("{n}.yaml")), y)?;
@@ -169,11 +169,48 @@ impl Drop for Controller {
     }
 }
 
+/// What the watch reads of a host record (the rest of it is skipped, not decoded).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Seen {
+    #[serde(default)]
+    object: SeenObject,
+    #[serde(default)]
+    status: SeenStatus,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct SeenObject {
+    #[serde(default)]
+    metadata: SeenMeta,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct SeenMeta {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct SeenStatus {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    operational: String,
+    #[serde(default)]
+    error: Option<SeenError>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct SeenError {
+    #[serde(default)]
+    message: String,
+}
+
 async fn get_records(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
     base: &str,
     bearer: &str,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<Seen>> {
     let req = hyper::Request::get(format!("{base}/v1/records"))
         .header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"))
         .body(Empty::new())?;
@@ -203,9 +240,9 @@ pub async fn run(o: &Options) -> Result<Report> {
 
     let feed = Arc::new(Table::default());
     let sim = Sim::new(&hosts, BMC_USER, BMC_PASSWORD, o.timings.clone(), feed.clone());
-    let (listener, bmc_addr) = bmc::bind().await?;
-    tokio::spawn(sim.clone().serve(listener, cancel.clone()));
-    write_manifests(&manifests, &hosts, &bmc_addr.to_string())?;
+    let (listeners, bmc_port) = bmc::bind(&hosts).await?;
+    sim.serve_all(listeners, &cancel);
+    write_manifests(&manifests, &hosts, bmc_port)?;
 
     let agent_port = free_port()?;
     let mut args: Vec<String> = [
@@ -273,7 +310,7 @@ pub async fn run(o: &Options) -> Result<Report> {
         ..Report::default()
     };
     let mut reached: BTreeMap<String, f64> = BTreeMap::new();
-    let mut last: Vec<Value>;
+    let mut last: Vec<Seen>;
     loop {
         tokio::time::sleep(o.poll).await;
         let t = t0.elapsed().as_secs_f64();
@@ -292,10 +329,9 @@ pub async fn run(o: &Options) -> Result<Report> {
         };
         let mut least = u8::MAX;
         for r in &records {
-            let state = r["status"]["state"].as_str().unwrap_or("");
-            let name = r["object"]["metadata"]["name"].as_str().unwrap_or("").to_string();
-            if state == "provisioned" && r["status"].get("error").is_none() {
-                reached.entry(name).or_insert(t);
+            let state = r.status.state.as_str();
+            if state == "provisioned" && r.status.error.is_none() {
+                reached.entry(r.object.metadata.name.clone()).or_insert(t);
             }
             least = least.min(rank(state));
         }
@@ -331,15 +367,13 @@ pub async fn run(o: &Options) -> Result<Report> {
     report
         .per_host_provisioned
         .sort_by(|a, b| a.partial_cmp(b).unwrap());
-    for r in &last {
-        let name = r["object"]["metadata"]["name"].as_str().unwrap_or("");
-        if !reached.contains_key(name) {
-            let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    for r in last {
+        if !reached.contains_key(&r.object.metadata.name) {
             report.stuck.push((
-                name.to_string(),
-                s(&r["status"]["state"]),
-                s(&r["status"]["operational"]),
-                s(&r["status"]["error"]["message"]),
+                r.object.metadata.name,
+                r.status.state,
+                r.status.operational,
+                r.status.error.map(|e| e.message).unwrap_or_default(),
             ));
         }
     }

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,18 +115,22 @@ pub struct Sim {
     pub feed: Arc<Table>,
 }
 
-/// A host of the simulation: its system id (also its BareMetalHost name) and boot MAC.
+/// A host of the simulation: its system id (also its BareMetalHost name), boot MAC, and the
+/// loopback address its BMC answers on.
 #[derive(Debug, Clone)]
 pub struct SimHost {
     pub id: String,
     pub mac: String,
     pub uuid: String,
+    pub bmc_ip: Ipv4Addr,
 }
 
-/// `n` hosts named `host-0000`…, with distinct MACs and UUIDs.
+/// `n` hosts named `host-0000`…, with distinct MACs, UUIDs and BMC addresses (127.1.x.y: every
+/// BMC has its own address, as in a rack, so the controller keeps a connection per BMC).
 pub fn hosts(n: usize) -> Vec<SimHost> {
     (0..n)
         .map(|i| SimHost {
+            bmc_ip: Ipv4Addr::new(127, 1, (i / 200) as u8, (i % 200 + 1) as u8),
             id: format!("host-{i:04}"),
             mac: format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", 0xfe, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff),
             uuid: format!("00000000-0000-4000-8000-{i:012x}"),
@@ -211,6 +215,13 @@ impl Sim {
             .iter()
             .map(|(id, s)| (id.clone(), (s.on, s.booted, s.writes)))
             .collect()
+    }
+
+    /// Serves Redfish on every listener until `cancel` fires.
+    pub fn serve_all(self: &Arc<Self>, listeners: Vec<TcpListener>, cancel: &CancellationToken) {
+        for l in listeners {
+            tokio::spawn(self.clone().serve(l, cancel.clone()));
+        }
     }
 
     /// Serves Redfish on `listener` until `cancel` fires.
@@ -546,9 +557,12 @@ impl Sim {
     }
 }
 
-/// Binds the simulated BMCs' Redfish service on loopback.
-pub async fn bind() -> std::io::Result<(TcpListener, SocketAddr)> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
-    let a = l.local_addr()?;
-    Ok((l, a))
+/// Binds each host's BMC address, all on one port; returns the listeners and the port.
+pub async fn bind(hosts: &[SimHost]) -> std::io::Result<(Vec<TcpListener>, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut out = Vec::with_capacity(hosts.len());
+    for h in hosts {
+        out.push(TcpListener::bind((h.bmc_ip, port)).await?);
+    }
+    Ok((out, port))
 }
