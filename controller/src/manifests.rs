@@ -24,7 +24,8 @@ pub struct Manifests {
     pub secrets: HashMap<SecretRef, BTreeMap<String, Vec<u8>>>,
     /// Files that could not be used, with why; their hosts must not be treated as deleted.
     pub problems: Vec<(PathBuf, String)>,
-    /// Keys of hosts in files with problems (best effort: names found before the error).
+    /// Keys of hosts in files with problems (best effort: the names that could be read). While
+    /// there are problems, [`sync`] deletes no host at all.
     pub unsure: BTreeSet<HostKey>,
 }
 
@@ -75,10 +76,11 @@ impl DirCache {
                 (Some((st, parsed)), Some(now)) if st == *now => parsed,
                 _ => match std::fs::read_to_string(&path) {
                     Ok(text) => parse(&text),
-                    Err(e) => {
-                        out.problems.push((path, format!("reading: {e}")));
-                        continue;
-                    }
+                    Err(e) => Parsed {
+                        docs: Vec::new(),
+                        named: Vec::new(),
+                        problem: Some(format!("reading: {e}")),
+                    },
                 },
             };
             merge(&path, &parsed, &mut out);
@@ -117,11 +119,28 @@ pub fn read_text(path: &Path, text: &str, out: &mut Manifests) {
     merge(path, &parse(text), out);
 }
 
-/// One file's documents, or the first problem in it (with the hosts named before it).
+/// One file's documents, or the first problem in it (with the documents before it).
 #[derive(Debug, Clone)]
 struct Parsed {
     docs: Vec<Doc>,
+    /// BareMetalHosts named by a document that failed (its name was readable).
+    named: Vec<HostKey>,
     problem: Option<String>,
+}
+
+impl Parsed {
+    fn hosts(&self) -> Vec<HostKey> {
+        let mut out: Vec<HostKey> = self
+            .docs
+            .iter()
+            .filter_map(|d| match d {
+                Doc::Host(k, _, _) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        out.extend(self.named.iter().cloned());
+        out
+    }
 }
 
 fn parse(text: &str) -> Parsed {
@@ -132,6 +151,7 @@ fn parse(text: &str) -> Parsed {
             Err(e) => {
                 return Parsed {
                     docs,
+                    named: Vec::new(),
                     problem: Some(format!("document {}: not valid YAML: {e}", i + 1)),
                 }
             }
@@ -142,26 +162,32 @@ fn parse(text: &str) -> Parsed {
         match document(&v) {
             Ok(d) => docs.push(d),
             Err(e) => {
+                // A host whose spec is wrong keeps its last good one: it is not deleted.
+                let is_host = v.get("kind").and_then(Value::as_str) == Some("BareMetalHost");
+                let named = match meta(&v) {
+                    Ok((ns, name)) if is_host && valid_name(&name) => {
+                        vec![HostKey::new(&ns, &name)]
+                    }
+                    _ => Vec::new(),
+                };
                 return Parsed {
                     docs,
+                    named,
                     problem: Some(format!("document {}: {e}", i + 1)),
-                }
+                };
             }
         }
     }
     Parsed {
         docs,
+        named: Vec::new(),
         problem: None,
     }
 }
 
 fn merge(path: &Path, parsed: &Parsed, out: &mut Manifests) {
     if let Some(p) = &parsed.problem {
-        for d in &parsed.docs {
-            if let Doc::Host(k, _, _) = d {
-                out.unsure.insert(k.clone());
-            }
-        }
+        out.unsure.extend(parsed.hosts());
         out.problems.push((path.to_path_buf(), p.clone()));
         return;
     }
@@ -427,8 +453,8 @@ pub fn host_spec(v: &Value) -> Result<(HostKey, HostSpec), String> {
 }
 
 /// Makes the reconciler want what the directory says: applies hosts and Secrets, deletes hosts
-/// whose manifest is gone (but never one whose file merely failed to parse). Returns the problems,
-/// for the caller to log once per change.
+/// whose manifest is gone — but only when every file parsed: while one does not, no host is
+/// deleted. Returns the problems, for the caller to log once per change.
 pub fn sync(rec: &crate::reconciler::Reconciler, m: &Manifests) -> Vec<(PathBuf, String)> {
     for (r, data) in &m.secrets {
         rec.set_secret(r.clone(), data.clone());
@@ -442,10 +468,17 @@ pub fn sync(rec: &crate::reconciler::Reconciler, m: &Manifests) -> Vec<(PathBuf,
             },
         );
     }
-    for key in rec.desired_keys() {
-        if !m.hosts.contains_key(&key) && !m.unsure.contains(&key) {
-            rec.remove(&key);
+    if m.problems.is_empty() {
+        for key in rec.desired_keys() {
+            if !m.hosts.contains_key(&key) {
+                rec.remove(&key);
+            }
         }
+    } else {
+        // A host in a file that does not parse cannot be told from a deleted one, and deleting
+        // powers off and cleans: while any file has a problem, nothing is deleted, and hosts the
+        // store knows (at start, the desired set is still empty) keep their last applied spec.
+        rec.keep_stored_hosts();
     }
     m.problems.clone()
 }
@@ -522,6 +555,50 @@ spec:
 "#;
 
     #[test]
+    fn a_cached_read_sees_edits_new_files_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("b.yaml");
+        std::fs::write(&a, HOST).unwrap();
+        let mut cache = DirCache::default();
+        let first = cache.read(dir.path()).unwrap();
+        let key = HostKey::new("default", "worker-0");
+        assert!(first.hosts[&key].0.online);
+        assert!(first.problems.is_empty());
+        // Unchanged: the same result from the cache.
+        let again = cache.read(dir.path()).unwrap();
+        assert_eq!(again.hosts[&key].0, first.hosts[&key].0);
+        assert_eq!(again.secrets.len(), first.secrets.len());
+        // Edited (same length, so only the stamp's times and inode tell).
+        std::fs::write(&a, HOST.replace("online: true", "online: fals")).unwrap();
+        let edited = cache.read(dir.path()).unwrap();
+        assert_eq!(edited.problems.len(), 1, "{:?}", edited.problems);
+        assert!(edited.hosts.is_empty());
+        assert!(
+            edited.unsure.contains(&key),
+            "a typo must not delete the host"
+        );
+        // Broken YAML before the host: its name is unreadable (sync deletes nothing then).
+        std::fs::write(&a, format!("kind: [\n---\n{HOST}")).unwrap();
+        let broken = cache.read(dir.path()).unwrap();
+        assert_eq!(broken.problems.len(), 1);
+        assert!(broken.hosts.is_empty());
+        std::fs::write(&a, HOST.replace("online: true", "online: false")).unwrap();
+        let fixed = cache.read(dir.path()).unwrap();
+        assert!(fixed.problems.is_empty());
+        assert!(!fixed.hosts[&key].0.online);
+        // A new file, then the first removed.
+        std::fs::write(&b, HOST.replace("worker-0", "worker-1")).unwrap();
+        assert_eq!(cache.read(dir.path()).unwrap().hosts.len(), 2);
+        std::fs::remove_file(&a).unwrap();
+        let left = cache.read(dir.path()).unwrap();
+        assert_eq!(
+            left.hosts.keys().cloned().collect::<Vec<_>>(),
+            vec![HostKey::new("default", "worker-1")]
+        );
+    }
+
+    #[test]
     fn a_host_and_its_secret_are_read() {
         let mut m = Manifests::default();
         read_text(Path::new("a.yaml"), HOST, &mut m);
@@ -577,6 +654,9 @@ spec:
             assert!(p.starts_with("document 2"), "{p}");
             assert!(p.contains(want), "{text} -> {p}");
             assert!(m.unsure.contains(&HostKey::new("default", "good")), "the good host is not deleted");
+            if text.contains("{name: a}") {
+                assert!(m.unsure.contains(&HostKey::new("default", "a")), "a host with a bad spec is not deleted: {text}");
+            }
         }
     }
 

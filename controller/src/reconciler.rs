@@ -274,6 +274,19 @@ impl Reconciler {
         }
     }
 
+    /// Keeps every stored host the user's input does not mention as it was last applied, instead
+    /// of treating it as deleted: for when that input is known to be incomplete (a manifest file
+    /// that does not parse may be where the host is defined).
+    pub fn keep_stored_hosts(&self) {
+        let mut desired = self.desired.lock().unwrap();
+        self.store.each_host(|key, rec| {
+            desired.entry(key.clone()).or_insert_with(|| Desired {
+                spec: rec.spec.clone(),
+                object: rec.object.clone(),
+            });
+        });
+    }
+
     /// Hosts the user currently wants.
     pub fn desired_keys(&self) -> Vec<HostKey> {
         self.desired.lock().unwrap().keys().cloned().collect()
@@ -401,8 +414,14 @@ impl Reconciler {
             }
         };
         if free > 0 {
-            let waiting: Vec<HostKey> =
-                self.delayed.lock().unwrap().iter().take(free).cloned().collect();
+            let waiting: Vec<HostKey> = self
+                .delayed
+                .lock()
+                .unwrap()
+                .iter()
+                .take(free)
+                .cloned()
+                .collect();
             for k in waiting {
                 self.queue.now(k);
             }

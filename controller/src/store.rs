@@ -273,10 +273,12 @@ impl Store {
         let old = self.host(key)?;
         let (new, out, events) = f(old);
         let bytes = match &new {
-            Some(rec) => Some(serde_json::to_vec(rec).map_err(|source| StoreError::Corrupt {
-                key: k.clone(),
-                source,
-            })?),
+            Some(rec) => Some(
+                serde_json::to_vec(rec).map_err(|source| StoreError::Corrupt {
+                    key: k.clone(),
+                    source,
+                })?,
+            ),
             None => None,
         };
         let op = "updating a host";
@@ -512,6 +514,67 @@ mod tests {
         assert_eq!(s.hosts().unwrap().len(), 1);
         s.update(&key, |_| (None, ())).unwrap();
         assert!(s.host(&key).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_step_and_its_events_commit_together_and_reads_come_from_the_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let key = HostKey::new("ns", "h");
+        let ev = |m: &str| EventRecord {
+            host: key.clone(),
+            at_ms: 1,
+            warning: false,
+            reason: "StateChanged".into(),
+            message: m.into(),
+        };
+        {
+            let s = Store::open(&path).unwrap();
+            let out = s
+                .update_with_events(&key, |old| {
+                    assert!(old.is_none());
+                    (Some(rec(State::Registering)), 7, vec![ev("-> registering")])
+                })
+                .unwrap();
+            assert_eq!(out, 7);
+            // A change whose closure keeps the record as it is writes nothing new.
+            s.update_with_events(&key, |old| {
+                assert_eq!(old.as_ref().unwrap().status.state, State::Registering);
+                (old, (), Vec::new())
+            })
+            .unwrap();
+            // A volatile change is read back at once, and made durable by the next commit.
+            s.update_volatile(&key, |old| {
+                let mut r = old.unwrap();
+                r.status.state = State::Inspecting;
+                (Some(r), ())
+            })
+            .unwrap();
+            assert_eq!(
+                s.host(&key).unwrap().unwrap().status.state,
+                State::Inspecting
+            );
+            s.add_events(&[ev("durable")]).unwrap();
+            let mut seen = Vec::new();
+            s.each_host(|k, r| seen.push((k.clone(), r.status.state)));
+            assert_eq!(seen, vec![(key.clone(), State::Inspecting)]);
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.host(&key).unwrap().unwrap().status.state,
+            State::Inspecting
+        );
+        let msgs: Vec<String> = s
+            .events(None)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(
+            msgs,
+            vec!["-> registering".to_string(), "durable".to_string()]
+        );
+        assert_eq!(s.hosts().unwrap().len(), 1);
     }
 
     #[test]

@@ -241,6 +241,16 @@ async fn work(
         }
         Action::WriteImage(w) => {
             const TOTAL: u64 = 1 << 30;
+            let c = &sim.counters;
+            let now = c.writing_now.fetch_add(1, Ordering::SeqCst) + 1;
+            c.writing_max.fetch_max(now, Ordering::SeqCst);
+            struct Writing<'a>(&'a std::sync::atomic::AtomicU64);
+            impl Drop for Writing<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let _writing = Writing(&c.writing_now);
             for q in 1..=4u64 {
                 if !sleep(t.write / 4).await {
                     return None;
@@ -263,7 +273,9 @@ async fn work(
                     .await
                     .is_err()
                 {
-                    sim.counters.agent_call_errors.fetch_add(1, Ordering::Relaxed);
+                    sim.counters
+                        .agent_call_errors
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
             sim.wrote_image(id);

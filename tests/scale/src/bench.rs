@@ -239,7 +239,13 @@ pub async fn run(o: &Options) -> Result<Report> {
     let _stop = cancel.clone().drop_guard();
 
     let feed = Arc::new(Table::default());
-    let sim = Sim::new(&hosts, BMC_USER, BMC_PASSWORD, o.timings.clone(), feed.clone());
+    let sim = Sim::new(
+        &hosts,
+        BMC_USER,
+        BMC_PASSWORD,
+        o.timings.clone(),
+        feed.clone(),
+    );
     let (listeners, bmc_port) = bmc::bind(&hosts).await?;
     sim.serve_all(listeners, &cancel);
     write_manifests(&manifests, &hosts, bmc_port)?;
@@ -270,7 +276,10 @@ pub async fn run(o: &Options) -> Result<Report> {
     let t0 = Instant::now();
     let child = Command::new(&o.controller)
         .args(&args)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -300,7 +309,8 @@ pub async fn run(o: &Options) -> Result<Report> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     {
-        let (feed, api, bearer, cancel) = (feed.clone(), api.clone(), bearer.clone(), cancel.clone());
+        let (feed, api, bearer, cancel) =
+            (feed.clone(), api.clone(), bearer.clone(), cancel.clone());
         tokio::spawn(async move { feed.follow(&api, &bearer, cancel).await });
     }
 
@@ -385,17 +395,30 @@ pub async fn run(o: &Options) -> Result<Report> {
     let c = &sim.counters;
     report.counters = vec![
         ("Redfish requests", Counters::get(&c.redfish_requests)),
-        ("Redfish requests refused", Counters::get(&c.redfish_refused)),
+        (
+            "Redfish requests refused",
+            Counters::get(&c.redfish_refused),
+        ),
         ("Redfish sessions opened", Counters::get(&c.sessions)),
         ("PXE boots (ramdisk)", Counters::get(&c.pxe_boots)),
-        ("PXE boots with no netboot entry", Counters::get(&c.pxe_no_token)),
+        (
+            "PXE boots with no netboot entry",
+            Counters::get(&c.pxe_no_token),
+        ),
         ("boots from disk", Counters::get(&c.disk_boots)),
         ("agent enrollments", Counters::get(&c.enrollments)),
-        ("agent calls (mTLS connections)", Counters::get(&c.agent_calls)),
-        ("agent calls failed (retried)", Counters::get(&c.agent_call_errors)),
+        (
+            "agent calls (mTLS connections)",
+            Counters::get(&c.agent_calls),
+        ),
+        (
+            "agent calls failed (retried)",
+            Counters::get(&c.agent_call_errors),
+        ),
         ("agent calls refused", Counters::get(&c.agent_refusals)),
         ("commands run", Counters::get(&c.commands)),
         ("images written", Counters::get(&c.images_written)),
+        ("most images written at once", Counters::get(&c.writing_max)),
         (
             "netboot feed answers",
             feed.answers.load(std::sync::atomic::Ordering::Relaxed),
@@ -472,10 +495,22 @@ pub fn markdown(o: &Options, r: &Report, machine: &str, command: &str) -> String
         m,
         "| hosts stuck | **{}** | none: {} |",
         r.stuck.len(),
-        if r.stuck.is_empty() { "met" } else { "**not met**" }
+        if r.stuck.is_empty() {
+            "met"
+        } else {
+            "**not met**"
+        }
     );
-    let _ = writeln!(m, "| all past registering after | {} | |", secs(r.all.registered));
-    let _ = writeln!(m, "| all inspected (available or beyond) after | {} | |", secs(r.all.inspected));
+    let _ = writeln!(
+        m,
+        "| all past registering after | {} | |",
+        secs(r.all.registered)
+    );
+    let _ = writeln!(
+        m,
+        "| all inspected (available or beyond) after | {} | |",
+        secs(r.all.inspected)
+    );
     let v = &r.per_host_provisioned;
     let _ = writeln!(
         m,
@@ -490,18 +525,33 @@ pub fn markdown(o: &Options, r: &Report, machine: &str, command: &str) -> String
         r.controller_cpu,
         r.controller_cpu * 1000.0 / r.hosts.max(1) as f64
     );
-    let _ = writeln!(m, "| controller RSS at the end | {:.0} MiB | |", mib(r.controller_end_rss));
-    let _ = writeln!(m, "| store file at the end | {:.1} MiB | |", mib(r.store_bytes));
+    let _ = writeln!(
+        m,
+        "| controller RSS at the end | {:.0} MiB | |",
+        mib(r.controller_end_rss)
+    );
+    let _ = writeln!(
+        m,
+        "| store file at the end | {:.1} MiB | |",
+        mib(r.store_bytes)
+    );
     let _ = writeln!(
         m,
         "| benchmark process CPU (simulated BMCs and agents, TLS, the watch) | {:.1} s | |",
         r.harness_cpu
     );
-    let _ = writeln!(m, "\nWhat the simulated side saw:\n\n| count | value |\n|---|---|");
+    let _ = writeln!(
+        m,
+        "\nWhat the simulated side saw:\n\n| count | value |\n|---|---|"
+    );
     for (k, v) in &r.counters {
         let _ = writeln!(m, "| {k} | {v} |");
     }
-    let disk = r.machines.values().filter(|(on, b, w)| *on && *b == Booted::Disk && *w == 1).count();
+    let disk = r
+        .machines
+        .values()
+        .filter(|(on, b, w)| *on && *b == Booted::Disk && *w == 1)
+        .count();
     let _ = writeln!(
         m,
         "\nAt the end {disk} of {} machines were on, booted from their disk, with exactly one image \

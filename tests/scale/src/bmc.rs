@@ -70,6 +70,9 @@ pub struct Counters {
     pub agent_refusals: AtomicU64,
     pub commands: AtomicU64,
     pub images_written: AtomicU64,
+    /// Images being written now, and the most at once (the provisioning limit at work).
+    pub writing_now: AtomicU64,
+    pub writing_max: AtomicU64,
 }
 
 impl Counters {
@@ -132,7 +135,13 @@ pub fn hosts(n: usize) -> Vec<SimHost> {
         .map(|i| SimHost {
             bmc_ip: Ipv4Addr::new(127, 1, (i / 200) as u8, (i % 200 + 1) as u8),
             id: format!("host-{i:04}"),
-            mac: format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", 0xfe, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff),
+            mac: format!(
+                "52:54:{:02x}:{:02x}:{:02x}:{:02x}",
+                0xfe,
+                (i >> 16) & 0xff,
+                (i >> 8) & 0xff,
+                i & 0xff
+            ),
             uuid: format!("00000000-0000-4000-8000-{i:012x}"),
         })
         .collect()
@@ -264,7 +273,9 @@ impl Sim {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Reply {
-        self.counters.redfish_requests.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .redfish_requests
+            .fetch_add(1, Ordering::Relaxed);
         let method = req.method().clone();
         let path = req.uri().path().trim_end_matches('/').to_string();
         if method == Method::GET && path == "/redfish/v1" {
@@ -302,7 +313,9 @@ impl Sim {
             let user = doc.get("UserName").and_then(Value::as_str);
             let pass = doc.get("Password").and_then(Value::as_str);
             if user != Some(self.username.as_str()) || pass != Some(self.password.as_str()) {
-                self.counters.redfish_refused.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .redfish_refused
+                    .fetch_add(1, Ordering::Relaxed);
                 return error(StatusCode::UNAUTHORIZED, "wrong credentials");
             }
             let n = self.counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -315,11 +328,14 @@ impl Sim {
             );
             let hv = |s: &str| hyper::header::HeaderValue::from_str(s).unwrap();
             r.headers_mut().insert("x-auth-token", hv(&token));
-            r.headers_mut().insert(hyper::header::LOCATION, hv(&location));
+            r.headers_mut()
+                .insert(hyper::header::LOCATION, hv(&location));
             return r;
         }
         if !authorized {
-            self.counters.redfish_refused.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .redfish_refused
+                .fetch_add(1, Ordering::Relaxed);
             return error(StatusCode::UNAUTHORIZED, "authentication required");
         }
         if method == Method::DELETE && path.starts_with(SESSIONS) {
@@ -422,14 +438,25 @@ impl Sim {
                     .find(|a| Some(**a) == v.as_str())
                     .copied()
                     .map(Some)
-                    .ok_or_else(|| error(StatusCode::BAD_REQUEST, &format!("{key}: {v} is not allowed"))),
+                    .ok_or_else(|| {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("{key}: {v} is not allowed"),
+                        )
+                    }),
             }
         };
-        let enabled = match pick("BootSourceOverrideEnabled", &["Disabled", "Once", "Continuous"]) {
+        let enabled = match pick(
+            "BootSourceOverrideEnabled",
+            &["Disabled", "Once", "Continuous"],
+        ) {
             Ok(v) => v,
             Err(r) => return r,
         };
-        let target = match pick("BootSourceOverrideTarget", &["None", "Pxe", "Hdd", "Cd", "UefiHttp"]) {
+        let target = match pick(
+            "BootSourceOverrideTarget",
+            &["None", "Pxe", "Hdd", "Cd", "UefiHttp"],
+        ) {
             Ok(v) => v,
             Err(r) => return r,
         };
@@ -467,7 +494,10 @@ impl Sim {
                     .unwrap();
             }
             other => {
-                return error(StatusCode::BAD_REQUEST, &format!("ResetType {other} is not allowed"))
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("ResetType {other} is not allowed"),
+                )
             }
         };
         {
@@ -559,7 +589,9 @@ impl Sim {
 
 /// Binds each host's BMC address, all on one port; returns the listeners and the port.
 pub async fn bind(hosts: &[SimHost]) -> std::io::Result<(Vec<TcpListener>, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut out = Vec::with_capacity(hosts.len());
     for h in hosts {
         out.push(TcpListener::bind((h.bmc_ip, port)).await?);

@@ -77,8 +77,7 @@ impl Table {
 
     /// Follows the controller's local API at `base` (`http://127.0.0.1:PORT`) until `cancel`.
     pub async fn follow(&self, base: &str, bearer: &str, cancel: CancellationToken) {
-        let client: Client<_, Empty<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut rev = 0u64;
         loop {
             let poll = self.poll(&client, base, bearer, rev);

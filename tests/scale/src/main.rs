@@ -53,7 +53,9 @@ fn real_main() -> Result<()> {
             "--deadline" => o.deadline = Duration::from_secs(num(args.next(), "--deadline")?),
             "--dir" => o.dir = args.next().context("--dir needs a value")?.into(),
             "--out" => out = Some(args.next().context("--out needs a value")?.into()),
-            "--controller" => o.controller = args.next().context("--controller needs a value")?.into(),
+            "--controller" => {
+                o.controller = args.next().context("--controller needs a value")?.into()
+            }
             other => bail!("unknown argument {other:?} (see the top of tests/scale/src/main.rs)"),
         }
     }
