@@ -207,6 +207,7 @@ fn run(a: RunArgs) -> Result<()> {
             .init();
     }
     std::fs::create_dir_all(&a.state).with_context(|| format!("creating {}", a.state.display()))?;
+    raise_open_files_limit();
     let first = match &a.manifests {
         Some(dir) => Some(
             manifests::read_dir(dir)
@@ -375,6 +376,26 @@ fn run(a: RunArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard one, as Go programs do at start: every agent
+/// holds a connection (its long poll) and every BMC one more, and the usual soft limit, 1024,
+/// is below what a thousand hosts need.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "open files limit raised"),
+            Err(e) => tracing::warn!(soft, hard, "could not raise the open files limit: {e}"),
+        },
+        Ok((soft, _)) if soft < 4096 => {
+            tracing::warn!(
+                soft,
+                "the open files limit is low: each agent and BMC holds a connection"
+            )
+        }
+        _ => {}
+    }
 }
 
 /// This machine's host name (a pod's name, in a cluster).

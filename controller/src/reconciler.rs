@@ -428,6 +428,19 @@ impl Reconciler {
         }
     }
 
+    /// Takes a provisioning slot for `key` if one is free (or it holds one already).
+    fn claim_slot(&self, key: &HostKey) -> bool {
+        let mut slots = self.provisioning.lock().unwrap();
+        if slots.contains(key) {
+            return true;
+        }
+        if slots.len() < self.cfg.provisioning_limit {
+            slots.insert(key.clone());
+            return true;
+        }
+        false
+    }
+
     /// Keeps [`Reconciler::delayed`] in step with the host's operational status.
     fn note_delayed(&self, key: &HostKey, delayed: bool) {
         let mut d = self.delayed.lock().unwrap();
@@ -484,6 +497,15 @@ impl Reconciler {
             }
             let facts = self.facts(key);
             let plan = machine::decide(&spec, &status, &facts, &self.cfg.limits);
+            let was = before.as_ref().map_or(State::None, |b| b.state);
+            // The slot `facts` saw free may have gone to another worker's host since: claim it
+            // (or decide again, now without one).
+            if plan.status.state == State::Provisioning
+                && was != State::Provisioning
+                && !self.claim_slot(key)
+            {
+                continue;
+            }
 
             // Persist the decision, unless the record changed under us (then decide again).
             let changed = before.as_ref() != Some(&plan.status)
@@ -504,8 +526,12 @@ impl Reconciler {
                     } else {
                         (Some(new), true, recs.clone())
                     }
-                })?;
-                if !ok {
+                });
+                if !matches!(ok, Ok(true)) {
+                    // Not stored: a slot claimed for it goes back.
+                    self.note_slot(key, was);
+                }
+                if !ok? {
                     continue;
                 }
                 self.note_slot(key, plan.status.state);

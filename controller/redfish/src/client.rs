@@ -188,8 +188,11 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// (docs/bench-scale.md). Its connections belong to the Tokio runtime that first used them.
 #[derive(Default)]
 pub struct Transport {
-    clients: Mutex<std::collections::HashMap<(bool, Option<Vec<u8>>, Duration), HttpClient>>,
+    clients: Mutex<std::collections::HashMap<TransportKey, HttpClient>>,
 }
+
+/// What tells two HTTP clients apart: certificate verification off, extra CA, timeout.
+type TransportKey = (bool, Option<Vec<u8>>, Duration);
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

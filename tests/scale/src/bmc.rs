@@ -430,7 +430,7 @@ impl Sim {
         let Some(boot) = doc.get("Boot") else {
             return error(StatusCode::BAD_REQUEST, "only Boot can be changed");
         };
-        let pick = |key: &str, allowed: &[&'static str]| -> Result<Option<&'static str>, Reply> {
+        let pick = |key: &str, allowed: &[&'static str]| -> Result<Option<&'static str>, String> {
             match boot.get(key) {
                 None => Ok(None),
                 Some(v) => allowed
@@ -438,12 +438,7 @@ impl Sim {
                     .find(|a| Some(**a) == v.as_str())
                     .copied()
                     .map(Some)
-                    .ok_or_else(|| {
-                        error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("{key}: {v} is not allowed"),
-                        )
-                    }),
+                    .ok_or_else(|| format!("{key}: {v} is not allowed")),
             }
         };
         let enabled = match pick(
@@ -451,18 +446,18 @@ impl Sim {
             &["Disabled", "Once", "Continuous"],
         ) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
         };
         let target = match pick(
             "BootSourceOverrideTarget",
             &["None", "Pxe", "Hdd", "Cd", "UefiHttp"],
         ) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
         };
         let mode = match pick("BootSourceOverrideMode", &["Legacy", "UEFI"]) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
         };
         if let Some(v) = enabled {
             s.enabled = v;

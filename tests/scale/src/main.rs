@@ -1,9 +1,9 @@
 //! `ferrox-scale`: the controller's scale benchmark (see the crate's documentation).
 //!
-//!   ferrox-scale [--hosts N] [--provisioning-limit L] [--workers W] [--deadline SECONDS]
-//!                [--dir DIR] [--out FILE] [--controller PATH]
+//!   ferrox-scale [--hosts N] [--reps R] [--provisioning-limit L] [--workers W]
+//!                [--deadline SECONDS] [--dir DIR] [--out FILE] [--controller PATH]
 //!
-//! Defaults: 1000 hosts, limit 100, deadline 300 s, DIR /var/tmp/ferrox-scale, the
+//! Defaults: 1000 hosts, 1 run, limit 100, deadline 300 s, DIR /var/tmp/ferrox-scale, the
 //! ferrox-controller next to this binary, the report printed (and written to FILE when given).
 //! Run by `hack/bench-scale.sh`, which builds both in release mode first.
 
@@ -37,6 +37,7 @@ fn real_main() -> Result<()> {
         timings: Timings::default(),
     };
     let mut out: Option<PathBuf> = None;
+    let mut reps = 1usize;
     let mut args = std::env::args().skip(1);
     let num = |v: Option<String>, what: &str| -> Result<u64> {
         v.with_context(|| format!("{what} needs a value"))?
@@ -46,6 +47,7 @@ fn real_main() -> Result<()> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--hosts" => o.hosts = num(args.next(), "--hosts")? as usize,
+            "--reps" => reps = num(args.next(), "--reps")?.max(1) as usize,
             "--provisioning-limit" => {
                 o.provisioning_limit = num(args.next(), "--provisioning-limit")? as usize
             }
@@ -68,7 +70,11 @@ fn real_main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = rt.block_on(bench::run(&o))?;
+    let mut runs = Vec::new();
+    for i in 0..reps {
+        eprintln!("ferrox-scale: run {} of {reps}", i + 1);
+        runs.push(rt.block_on(bench::run(&o))?);
+    }
     let machine = format!(
         "{} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -76,13 +82,16 @@ fn real_main() -> Result<()> {
             .map(|s| format!("Linux {}", s.trim()))
             .unwrap_or_default()
     );
-    let md = bench::markdown(&o, &report, &machine, "hack/bench-scale.sh");
+    let md = bench::markdown(&o, &runs, &machine, "hack/bench-scale.sh");
     print!("{md}");
     if let Some(out) = out {
         std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
     }
-    if report.all.provisioned.is_none() {
-        bail!("{} hosts were not provisioned", report.stuck.len().max(1));
+    if let Some(r) = runs.iter().find(|r| r.all.provisioned.is_none()) {
+        bail!(
+            "{} hosts were not provisioned in a run",
+            r.stuck.len().max(1)
+        );
     }
     Ok(())
 }
