@@ -388,6 +388,7 @@ pub async fn run(o: &Options) -> Result<Report> {
         }
     }
     report.machines = sim.snapshot().into_iter().collect();
+    cancel.cancel();
     drop(controller);
     report.store_bytes = std::fs::metadata(state.join("state.redb"))
         .map(|m| m.len())

@@ -85,6 +85,10 @@ impl Table {
                 _ = cancel.cancelled() => return,
                 r = tokio::time::timeout(Duration::from_secs(60), poll) => r,
             };
+            if cancel.is_cancelled() {
+                // The run is over and the controller is stopping: its refusals are not news.
+                return;
+            }
             match r {
                 Ok(Ok(next)) => rev = next,
                 Ok(Err(e)) => {
