@@ -199,7 +199,20 @@ impl Store {
         op: &'static str,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let w = self.db.begin_write().map_err(db(op))?;
+        self.write_with(op, true, f)
+    }
+
+    /// One write transaction; `durable: false` commits without waiting for the disk.
+    fn write_with<T>(
+        &self,
+        op: &'static str,
+        durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut w = self.db.begin_write().map_err(db(op))?;
+        if !durable {
+            w.set_durability(redb::Durability::None).map_err(db(op))?;
+        }
         let out = f(&w)?;
         w.commit().map_err(db(op))?;
         Ok(out)
@@ -282,7 +295,7 @@ impl Store {
             None => None,
         };
         let op = "updating a host";
-        let write = |w: &redb::WriteTransaction| {
+        self.write_with(op, durable, |w| {
             let mut t = w.open_table(HOSTS).map_err(db(op))?;
             match &bytes {
                 Some(b) => {
@@ -294,15 +307,7 @@ impl Store {
                 }
             }
             append_events(w, &events)
-        };
-        if durable {
-            self.write(op, write)?;
-        } else {
-            let mut w = self.db.begin_write().map_err(db(op))?;
-            w.set_durability(redb::Durability::None).map_err(db(op))?;
-            write(&w)?;
-            w.commit().map_err(db(op))?;
-        }
+        })?;
         self.remember(key, new);
         Ok(out)
     }

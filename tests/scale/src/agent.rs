@@ -146,15 +146,6 @@ pub async fn run(sim: Arc<Sim>, id: String, mac: String, boot: Boot, cancel: Can
         return;
     }
     sim.counters.enrollments.fetch_add(1, Ordering::Relaxed);
-    let trace = std::env::var("FERROX_SCALE_TRACE").is_ok_and(|t| t == id);
-    let at = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64() % 86400.0)
-    };
-    if trace {
-        eprintln!("trace {id} {:.3} enrolled", at());
-    }
     let mut done: Vec<(String, Outcome)> = Vec::new();
     loop {
         if client.needs_renewal() {
@@ -164,14 +155,8 @@ pub async fn run(sim: Arc<Sim>, id: String, mac: String, boot: Boot, cancel: Can
             return;
         };
         let Some(cmd) = reply.command else {
-            if trace {
-                eprintln!("trace {id} {:.3} heartbeat: nothing", at());
-            }
             continue;
         };
-        if trace {
-            eprintln!("trace {id} {:.3} command {:?}", at(), cmd.id);
-        }
         // Idempotent by id: a repeated delivery reports the first outcome again.
         let outcome = match done.iter().find(|(c, _)| *c == cmd.id) {
             Some((_, o)) => o.clone(),
@@ -194,9 +179,6 @@ pub async fn run(sim: Arc<Sim>, id: String, mac: String, boot: Boot, cancel: Can
             .is_none()
         {
             return;
-        }
-        if trace {
-            eprintln!("trace {id} {:.3} reported {:?}", at(), cmd.id);
         }
         match cmd.action {
             Action::PowerOff => return sim.power_off(&id),

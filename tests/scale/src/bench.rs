@@ -12,14 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
 use crate::bmc::{self, Booted, Counters, Sim, SimHost, Timings};
-use crate::feed::Table;
+use crate::feed::{local_get, LocalClient, Table};
 
 const BMC_USER: &str = "admin";
 const BMC_PASSWORD: &str = "scale-bench-password";
@@ -206,24 +204,10 @@ struct SeenError {
     message: String,
 }
 
-async fn get_records(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    base: &str,
-    bearer: &str,
-) -> Result<Vec<Seen>> {
-    let req = hyper::Request::get(format!("{base}/v1/records"))
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"))
-        .body(Empty::new())?;
-    let resp = client.request(req).await?;
-    if !resp.status().is_success() {
-        bail!("/v1/records: status {}", resp.status());
-    }
-    let body = Limited::new(resp.into_body(), 512 << 20)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading /v1/records: {e}"))?
-        .to_bytes();
-    Ok(serde_json::from_slice(&body)?)
+async fn get_records(client: &LocalClient, base: &str, bearer: &str) -> Result<Vec<Seen>> {
+    Ok(serde_json::from_slice(
+        &local_get(client, base, bearer, "/v1/records", 512 << 20).await?,
+    )?)
 }
 
 /// Runs the benchmark.
@@ -314,7 +298,7 @@ pub async fn run(o: &Options) -> Result<Report> {
         tokio::spawn(async move { feed.follow(&api, &bearer, cancel).await });
     }
 
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: LocalClient = Client::builder(TokioExecutor::new()).build_http();
     let mut report = Report {
         hosts: o.hosts,
         ..Report::default()

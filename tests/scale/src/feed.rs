@@ -100,27 +100,36 @@ impl Table {
         }
     }
 
-    async fn poll(
-        &self,
-        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-        base: &str,
-        bearer: &str,
-        rev: u64,
-    ) -> Result<u64> {
-        let req = hyper::Request::get(format!("{base}/v1/netboot/hosts?after={rev}"))
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"))
-            .body(Empty::new())?;
-        let resp = client.request(req).await?;
-        if !resp.status().is_success() {
-            bail!("status {}", resp.status());
-        }
-        let body = Limited::new(resp.into_body(), 64 << 20)
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the feed: {e}"))?
-            .to_bytes();
+    async fn poll(&self, client: &LocalClient, base: &str, bearer: &str, rev: u64) -> Result<u64> {
+        let path = format!("/v1/netboot/hosts?after={rev}");
+        let body = local_get(client, base, bearer, &path, 64 << 20).await?;
         self.answers.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         self.replace(&serde_json::from_slice(&body).context("the feed is not JSON")?)
     }
+}
+
+/// An HTTP client of the controller's local API.
+pub type LocalClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+/// `GET base+path` with the local API's bearer token; the body, at most `limit` bytes.
+pub async fn local_get(
+    client: &LocalClient,
+    base: &str,
+    bearer: &str,
+    path: &str,
+    limit: usize,
+) -> Result<Bytes> {
+    let req = hyper::Request::get(format!("{base}{path}"))
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"))
+        .body(Empty::new())?;
+    let resp = client.request(req).await?;
+    if !resp.status().is_success() {
+        bail!("{path}: status {}", resp.status());
+    }
+    Ok(Limited::new(resp.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?
+        .to_bytes())
 }
