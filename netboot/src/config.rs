@@ -128,7 +128,8 @@ pub struct Config {
     #[arg(long, default_value_t = 64)]
     pub tftp_max_window: u16,
 
-    /// TFTP transfers served at once; more are refused with an error packet.
+    /// TFTP transfers served at once; further requests wait in the socket's buffer until one
+    /// ends (a PXE ROM treats an error packet as a failed boot).
     #[arg(long, default_value_t = 512)]
     pub tftp_max_transfers: usize,
 

@@ -1,6 +1,11 @@
 //! The TFTP sockets: the request port, and one ephemeral socket per transfer (the transfer's
 //! TID, RFC 1350). Transfers are bounded by `--tftp-max-transfers`, owned by a `JoinSet`, and
 //! end when the token fires.
+//!
+//! At the limit the next request is not refused but left in the socket's buffer until a
+//! transfer ends (dnsmasq does the same): a PXE ROM treats a TFTP error as a failed boot, so in
+//! a boot storm a "busy" refusal lost the machine, where a wait of a few milliseconds costs
+//! nothing. A request that waits longer than the client's timeout is simply retransmitted.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -30,6 +35,11 @@ pub async fn serve(
     let mut tasks = JoinSet::new();
     let mut buf = vec![0u8; MAX_REQUEST + 1];
     loop {
+        // A request is read only when its transfer can start (see the module's header).
+        let permit = tokio::select! {
+            _ = token.cancelled() => break,
+            p = sem.clone().acquire_owned() => p.map_err(io::Error::other)?,
+        };
         let rx = tokio::select! {
             _ = token.cancelled() => break,
             r = udp::recv(&sock, &mut buf) => r,
@@ -88,12 +98,6 @@ pub async fn serve(
                 reply(why.code(), &why.to_string()).await;
                 continue;
             }
-        };
-        let Ok(permit) = sem.clone().try_acquire_owned() else {
-            ctx.metrics.inc("tftp", "busy");
-            warn!(peer = %peer, file = %name, "tftp: too many transfers, refused");
-            reply(0, "server busy, retry").await;
-            continue;
         };
         let n = negotiate(
             &req.options,
