@@ -187,6 +187,7 @@ pub async fn serve(
     if let Some((s, _)) = sockets.ra {
         set.spawn(ra::serve(ctx.clone(), s, token.clone()));
     }
+    set.spawn(report_suppressed(ctx.clone(), token.clone()));
     let mut result = Ok(());
     while let Some(r) = set.join_next().await {
         let r = r.map_err(io::Error::other).and_then(|r| r);
@@ -198,6 +199,31 @@ pub async fn serve(
         }
     }
     result
+}
+
+/// Logs, every window of the bad-input limiter and once more at the end, how many of its lines
+/// were suppressed and not yet reported by a later line: the count of a flood's last burst.
+async fn report_suppressed(ctx: Arc<Netboot>, token: CancellationToken) -> io::Result<()> {
+    let report = || {
+        let n = ctx.bad_input.take_suppressed();
+        if n > 0 {
+            tracing::warn!(
+                suppressed = n,
+                limit = ctx.bad_input.per_window(),
+                "bad input: log lines suppressed (rate limit per second)"
+            );
+        }
+    };
+    let mut tick = tokio::time::interval(ctx.bad_input.window());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = tick.tick() => report(),
+        }
+    }
+    report();
+    Ok(())
 }
 
 /// An error and its causes on one line (`what: why: deeper cause`).

@@ -349,3 +349,131 @@ fn curl_fetches_script_files_and_binaries() {
     assert_eq!(counter(&m, "http", "script"), 1, "{m}");
     assert!(server.alive());
 }
+
+/// From the client namespace: `dhcp` garbage datagrams to port 67, interleaved with `tftp`
+/// valid requests for undionly.kpxe each ended by an ERROR after the first answer (every other
+/// one a `tsize` size probe, ended after the OACK), paced over at least `tftp` × 2 ms. Prints
+/// "flooding" once under way and "done" at the end.
+const FLOOD: &str = r#"
+import socket, sys, time
+srv, n_dhcp, n_tftp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+per = n_dhcp // n_tftp
+for i in range(n_tftp):
+    for j in range(per):
+        d.sendto(b"\x01\x01\x06\x00" + bytes([(i + j) & 255]) * 300, (srv, 67))  # no cookie
+    t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    t.settimeout(5)
+    probe = i % 2 == 0
+    t.sendto(b"\x00\x01undionly.kpxe\x00octet\x00" + (b"tsize\x000\x00" if probe else b""), (srv, 69))
+    first, peer = t.recvfrom(2048)
+    assert first[:2] == (b"\x00\x06" if probe else b"\x00\x03"), first[:4]
+    t.sendto(b"\x00\x05\x00\x00aborted\x00", peer)
+    t.close()
+    if i == 10:
+        print("flooding", flush=True)
+    time.sleep(0.002)
+print("done", flush=True)
+"#;
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn a_flood_of_bad_input_is_logged_in_a_handful_of_lines_and_clients_are_still_served() {
+    const DHCP_GARBAGE: u64 = 3000;
+    const TFTP_ABORTED: u64 = 1000;
+    let lab = Lab::new();
+    lab.client_addr();
+    let started = Instant::now();
+    let mut server = lab.server(&["--pool", POOL]);
+    let out = lab.path("udhcpc.out");
+    let hook = script(
+        &lab,
+        "udhcpc.sh",
+        &format!("echo \"$1 ip=$ip\" >> {}", out.display()),
+    );
+    let udhcpc = || {
+        let _ = fs::remove_file(&out);
+        run(lab.client.cmd("timeout").args([
+            "20", "busybox", "udhcpc", "-i", "cli0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s",
+            &hook,
+        ]));
+        let got = fs::read_to_string(&out).unwrap_or_default();
+        assert!(
+            got.lines().any(|l| l == "bound ip=10.77.0.50"),
+            "udhcpc: {got}"
+        );
+    };
+
+    let mut c = lab.client.cmd("timeout");
+    c.args(["30", "python3", "-c", FLOOD, SERVER_IP])
+        .arg(DHCP_GARBAGE.to_string())
+        .arg(TFTP_ABORTED.to_string());
+    let mut flood = Proc::spawn(c, &lab.path("flood.log"));
+    flood.wait_log("flooding", Duration::from_secs(10));
+    udhcpc();
+    assert!(
+        !flood.log().contains("done"),
+        "udhcpc was answered while the flood went on"
+    );
+    let t = Instant::now();
+    while flood.alive() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(flood.log().contains("done"), "flood: {}", flood.log());
+    udhcpc();
+
+    // Every event counted; then one more window for the last suppressed count to be logged.
+    let m = lab.metrics();
+    let events = counter(&m, "dhcp", "malformed")
+        + counter(&m, "tftp", "client_error")
+        + counter(&m, "tftp", "size_probe");
+    assert_eq!(counter(&m, "dhcp", "malformed"), DHCP_GARBAGE, "{m}");
+    assert_eq!(
+        counter(&m, "tftp", "client_error") + counter(&m, "tftp", "size_probe"),
+        TFTP_ABORTED,
+        "{m}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let secs = started.elapsed().as_secs() + 1;
+    let log = server.log();
+    let suppressed = |l: &str| -> Option<u64> {
+        let v = l.split_once(" suppressed=")?.1;
+        v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let limited: Vec<&str> = log
+        .lines()
+        .filter(|l| suppressed(l).is_some() && !l.contains("log lines suppressed"))
+        .collect();
+    let reports: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("log lines suppressed"))
+        .collect();
+    let total: u64 = log.lines().filter_map(suppressed).sum();
+    eprintln!(
+        "{events} bad-input events in {secs} s: {} lines, {} suppressed-count lines, {total} suppressed",
+        limited.len(),
+        reports.len()
+    );
+    assert!(
+        limited.len() as u64 <= 10 * secs,
+        "at most 10 lines a second: {} in {secs} s",
+        limited.len()
+    );
+    assert!(
+        !reports.is_empty(),
+        "the last burst's count is logged: {log}"
+    );
+    assert_eq!(
+        limited.len() as u64 + total,
+        events,
+        "every event is a line or in a suppressed count"
+    );
+    for what in [
+        "dhcp: dropped malformed packet",
+        "tftp transfer failed",
+        "size probe",
+    ] {
+        assert!(limited.iter().any(|l| l.contains(what)), "{what}: {log}");
+    }
+    assert!(server.alive());
+}

@@ -39,7 +39,9 @@ pub async fn serve(
         let rx = match rx {
             Ok(rx) => rx,
             Err(e) => {
-                warn!(error = %e, "dhcp: receive failed");
+                if let Some(suppressed) = ctx.bad_input.allow() {
+                    warn!(error = %e, suppressed, "dhcp: receive failed");
+                }
                 continue;
             }
         };
@@ -120,6 +122,10 @@ async fn handle(
     };
     if let Err(e) = udp::send(sock, &bytes, reply.dest, ifindex, reply.src_ip).await {
         ctx.metrics.inc("dhcp", "send_failed");
-        warn!(mac = %mac, xid = d.xid, dest = %reply.dest, error = %e, "dhcp: sending reply failed");
+        // A client can make sends fail (an unreachable relay address, a flood filling the
+        // queue): rate-limited like bad input.
+        if let Some(suppressed) = ctx.bad_input.allow() {
+            warn!(mac = %mac, xid = d.xid, dest = %reply.dest, error = %e, suppressed, "dhcp: sending reply failed");
+        }
     }
 }

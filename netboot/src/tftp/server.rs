@@ -47,7 +47,9 @@ pub async fn serve(
         let rx = match rx {
             Ok(rx) => rx,
             Err(e) => {
-                warn!(error = %e, "tftp: receive failed");
+                if let Some(suppressed) = ctx.bad_input.allow() {
+                    warn!(error = %e, suppressed, "tftp: receive failed");
+                }
                 continue;
             }
         };
@@ -119,13 +121,19 @@ pub async fn serve(
                     ctx.metrics.inc("tftp", "sent");
                     info!(peer = %peer, file = %name, bytes = data.len(), blksize = n.blksize, windowsize = n.windowsize, ms, outcome = "sent", "tftp transfer");
                 }
+                // A client ends transfers early as often as it likes (a valid request, then an
+                // ERROR): these lines are rate-limited like bad input.
                 Err(e @ TransferError::AbortedAfterOack(_)) => {
                     ctx.metrics.inc("tftp", e.label());
-                    info!(peer = %peer, file = %name, ms, outcome = e.label(), "tftp transfer ended after the OACK (size probe)");
+                    if let Some(suppressed) = ctx.bad_input.allow() {
+                        info!(peer = %peer, file = %name, ms, outcome = e.label(), suppressed, "tftp transfer ended after the OACK (size probe)");
+                    }
                 }
                 Err(e) => {
                     ctx.metrics.inc("tftp", e.label());
-                    warn!(peer = %peer, file = %name, ms, outcome = e.label(), error = %e, "tftp transfer failed");
+                    if let Some(suppressed) = ctx.bad_input.allow() {
+                        warn!(peer = %peer, file = %name, ms, outcome = e.label(), error = %e, suppressed, "tftp transfer failed");
+                    }
                 }
             }
             drop(permit);
