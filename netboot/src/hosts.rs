@@ -89,6 +89,23 @@ pub enum Arch {
     UefiArm64,
 }
 
+impl Arch {
+    /// The name used in hosts files (`arch_binary` keys).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Arch::Bios => "bios",
+            Arch::UefiX64 => "uefi_x64",
+            Arch::UefiArm64 => "uefi_arm64",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a host boots into. Every field is optional: what is missing comes from the server's
 /// defaults (its own `/files/kernel` and `/files/initramfs`, `--controller-url`, …).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

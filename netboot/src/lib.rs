@@ -17,6 +17,7 @@ pub mod udp;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use config::{Config, Mode};
 use dhcp::leases::Leases;
-use hosts::HostSource;
+use hosts::{Arch, HostSource, MacAddr, StaticHosts};
 
 /// Everything the servers share.
 pub struct Netboot {
@@ -87,6 +88,63 @@ impl Netboot {
         v.dedup();
         v
     }
+}
+
+/// Why the iPXE binaries cannot be served as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum BinariesError {
+    /// A host's `arch_binary` names a file `--ipxe-dir` does not hold (or not a plain file
+    /// name): that host could never boot.
+    #[error(
+        "host {mac}: arch_binary {arch} is {name:?}, which is not a file in {dir} (--ipxe-dir)"
+    )]
+    MissingOverride {
+        /// The host.
+        mac: MacAddr,
+        /// The architecture overridden.
+        arch: Arch,
+        /// The name it gives.
+        name: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+}
+
+/// Reads the iPXE binaries to serve from `cfg.ipxe_dir`: the defaults (`undionly.kpxe`,
+/// `ipxe.efi`, `snponly.efi`, `--uefi-binary`, `--arm64-binary`) and every name a host's
+/// `arch_binary` gives. Returns them and the defaults not found (only the clients that need
+/// one fail: a warning). An override not found is an error, since it names a specific host
+/// that could never boot.
+pub fn load_binaries(
+    cfg: &Config,
+    hosts: &StaticHosts,
+) -> Result<(tftp::Files, Vec<String>), BinariesError> {
+    let mut overrides: Vec<(MacAddr, Arch, String)> = hosts
+        .macs()
+        .filter_map(|mac| hosts.lookup(&mac))
+        .flat_map(|h| {
+            let mac = h.mac;
+            h.arch_binary
+                .iter()
+                .map(move |(arch, name)| (mac, *arch, name.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    overrides.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+    let names = Netboot::binary_names(cfg, overrides.iter().map(|o| o.2.as_str()));
+    let (files, mut missing) = tftp::Files::load(&cfg.ipxe_dir, names);
+    for (mac, arch, name) in overrides {
+        if files.resolve(&name).is_err() {
+            return Err(BinariesError::MissingOverride {
+                mac,
+                arch,
+                name,
+                dir: cfg.ipxe_dir.clone(),
+            });
+        }
+        missing.retain(|m| *m != name);
+    }
+    Ok((files, missing))
 }
 
 /// The bound sockets the servers run on.
@@ -236,4 +294,44 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_a_host_names_are_loaded_and_a_missing_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("undionly.kpxe"), b"bios").unwrap();
+        std::fs::write(dir.path().join("custom.efi"), b"custom").unwrap();
+        let cfg = Config {
+            ipxe_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let hosts = StaticHosts::parse(
+            "hosts:\n  - mac: 52:54:00:00:00:01\n    arch_binary: { uefi_x64: custom.efi }\n",
+        )
+        .unwrap();
+        let (files, missing) = load_binaries(&cfg, &hosts).unwrap();
+        assert_eq!(&files.resolve("custom.efi").unwrap().1[..], b"custom");
+        assert_eq!(&files.resolve("undionly.kpxe").unwrap().1[..], b"bios");
+        // Defaults that are missing are only reported.
+        assert_eq!(missing, ["ipxe-arm64.efi", "ipxe.efi", "snponly.efi"]);
+
+        for name in ["absent.efi", "../custom.efi"] {
+            let hosts = StaticHosts::parse(&format!(
+                "hosts:\n  - mac: 52:54:00:00:00:01\n  - mac: 52:54:00:00:00:02\n    arch_binary: {{ bios: undionly.kpxe, uefi_arm64: {name:?} }}\n"
+            ))
+            .unwrap();
+            let e = load_binaries(&cfg, &hosts).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "host 52:54:00:00:00:02: arch_binary uefi_arm64 is {name:?}, which is not a file in {} (--ipxe-dir)",
+                    dir.path().display()
+                )
+            );
+        }
+    }
 }

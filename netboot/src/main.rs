@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ferrox_netboot::config::Config;
 use ferrox_netboot::controller::{follow, ControllerHosts, Layered};
 use ferrox_netboot::hosts::{HostSource, StaticHosts};
-use ferrox_netboot::{serve, tftp, Netboot, Sockets};
+use ferrox_netboot::{serve, Netboot, Sockets};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -72,21 +72,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(p) => StaticHosts::load(p)?,
         None => StaticHosts::default(),
     };
-    let overrides: Vec<String> = cfg
-        .hosts
-        .as_ref()
-        .map(|_| {
-            let mut v = Vec::new();
-            for mac in hosts_macs(&hosts) {
-                if let Some(h) = hosts.lookup(&mac) {
-                    v.extend(h.arch_binary.values().cloned());
-                }
-            }
-            v
-        })
-        .unwrap_or_default();
-    let names = Netboot::binary_names(&cfg, overrides.iter().map(String::as_str));
-    let (files, missing) = tftp::Files::load(&cfg.ipxe_dir, names);
+    let (files, missing) = ferrox_netboot::load_binaries(&cfg, &hosts)?;
     let kernel = read(&cfg.kernel, "kernel")?;
     let initramfs = read(&cfg.initramfs, "initramfs")?;
     let sockets = Sockets::bind(&cfg).await?;
@@ -162,8 +148,4 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         stop.cancel();
     });
     serve(ctx, sockets, token).await.context("serving")
-}
-
-fn hosts_macs(h: &StaticHosts) -> Vec<ferrox_netboot::hosts::MacAddr> {
-    h.macs().collect()
 }

@@ -477,3 +477,93 @@ fn a_flood_of_bad_input_is_logged_in_a_handful_of_lines_and_clients_are_still_se
     }
     assert!(server.alive());
 }
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn a_hosts_arch_binary_is_loaded_at_start_and_served_by_dhcp_tftp_and_http() {
+    let lab = Lab::new();
+    let ipxe = lab.path("ipxe");
+    fs::create_dir(&ipxe).unwrap();
+    // Not one of the names loaded by default: only the host's override makes it served.
+    let custom: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    fs::write(ipxe.join("ferrox-custom.efi"), &custom).unwrap();
+    let hosts = |binary: &str| {
+        format!(
+            "hosts:\n  - mac: \"{KNOWN_MAC}\"\n    ip: 10.77.0.50\n    arch_binary: {{ uefi_x64: {binary} }}\n"
+        )
+    };
+    fs::write(lab.path("hosts.yaml"), hosts("ferrox-custom.efi")).unwrap();
+    let mut server = lab.server(&["--pool", POOL, "--ipxe-dir", ipxe.to_str().unwrap()]);
+    assert!(
+        server
+            .log()
+            .contains("file=\"ferrox-custom.efi\" bytes=200000"),
+        "{}",
+        server.log()
+    );
+
+    // A UEFI x64 PXE ROM (option 93 = 7) with that MAC is told to fetch it.
+    let out = lab.path("udhcpc.out");
+    let hook = script(
+        &lab,
+        "udhcpc.sh",
+        &format!(
+            "echo \"$1 ip=$ip boot_file=$boot_file\" >> {}",
+            out.display()
+        ),
+    );
+    run(lab.client.cmd("timeout").args([
+        "20",
+        "busybox",
+        "udhcpc",
+        "-i",
+        "cli0",
+        "-f",
+        "-q",
+        "-n",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-V",
+        "PXEClient:Arch:00007:UNDI:003016",
+        "-x",
+        "0x5d:0007",
+        "-s",
+        &hook,
+    ]));
+    let got = fs::read_to_string(&out).unwrap();
+    assert!(
+        got.lines()
+            .any(|l| l == "bound ip=10.77.0.50 boot_file=ferrox-custom.efi"),
+        "{got}"
+    );
+
+    // tftp-hpa and curl get its bytes.
+    lab.client_addr();
+    let dst = lab.path("got.efi");
+    tftp_hpa(&lab, &format!("get ferrox-custom.efi {}", dst.display()));
+    assert!(fs::read(&dst).unwrap() == custom, "TFTP bytes");
+    let (code, body) = lab.curl(&[&format!("http://{SERVER_IP}:8080/ipxe/ferrox-custom.efi")]);
+    assert_eq!(code, 200);
+    assert!(body == custom, "HTTP bytes");
+    assert!(server.alive());
+
+    // A name the directory does not hold stops the start, saying which host and file.
+    fs::write(lab.path("bad.yaml"), hosts("absent.efi")).unwrap();
+    let out = lab
+        .server_ns
+        .cmd("timeout")
+        .args(["10", env!("CARGO_BIN_EXE_ferrox-netboot")])
+        .args(["--pool", POOL, "--ipxe-dir", ipxe.to_str().unwrap()])
+        .args(["--hosts", lab.path("bad.yaml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let want = format!(
+        "host {KNOWN_MAC}: arch_binary uefi_x64 is \"absent.efi\", which is not a file in {} (--ipxe-dir)",
+        ipxe.display()
+    );
+    assert!(err.contains(&want), "{want:?} not in {err}");
+}
