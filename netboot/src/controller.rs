@@ -51,6 +51,13 @@ impl ControllerHosts {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every MAC, sorted.
+    pub fn macs(&self) -> Vec<MacAddr> {
+        let mut v: Vec<_> = self.by_mac.read().unwrap().keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
 }
 
 /// The static file first, then the controller.
@@ -60,6 +67,18 @@ pub struct Layered {
     pub file: Arc<StaticHosts>,
     /// From `--controller-hosts`.
     pub controller: Arc<ControllerHosts>,
+}
+
+impl Layered {
+    /// The controller's hosts the file also lists: the file's record wins, so the controller's
+    /// (and its one-time token) is never served.
+    pub fn shadowed(&self) -> Vec<MacAddr> {
+        self.controller
+            .macs()
+            .into_iter()
+            .filter(|m| self.file.lookup(m).is_some())
+            .collect()
+    }
 }
 
 impl HostSource for Layered {
@@ -114,14 +133,18 @@ pub enum FeedError {
     },
 }
 
-/// Keeps `table` current from `base` (e.g. `http://127.0.0.1:9445`) until `cancel` fires,
-/// authenticating with `token`. Errors are logged (once per change) and retried with backoff.
+/// Keeps `hosts.controller` current from `base` (e.g. `http://127.0.0.1:9445`) until `cancel`
+/// fires, authenticating with `token`. Errors are logged (once per change) and retried with
+/// backoff. A controller host that `hosts.file` also lists is warned about once (when it
+/// appears in the feed): the file's record hides it.
 pub async fn follow(
-    table: Arc<ControllerHosts>,
+    hosts: Arc<Layered>,
     base: String,
     token: Option<String>,
     cancel: CancellationToken,
 ) {
+    let table = &hosts.controller;
+    let mut shadowed: Vec<MacAddr> = Vec::new();
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut rev = 0u64;
     let mut backoff = Duration::from_millis(250);
@@ -151,6 +174,11 @@ pub async fn follow(
                 }
                 rev = feed.revision;
                 table.replace(feed.hosts);
+                let now = hosts.shadowed();
+                for mac in now.iter().filter(|m| !shadowed.contains(m)) {
+                    warn!(mac = %mac, "the hosts file lists this MAC too: its record is served, not the controller's (nor its boot token)");
+                }
+                shadowed = now;
                 backoff = Duration::from_millis(250);
                 continue;
             }

@@ -123,13 +123,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let table = Arc::new(ControllerHosts::default());
-            info!(controller = %url, "following the controller's host list");
-            tokio::spawn(follow(table.clone(), url.clone(), bearer, token.clone()));
-            Arc::new(Layered {
+            let layered = Arc::new(Layered {
                 file: Arc::new(hosts),
-                controller: table,
-            })
+                controller: Arc::new(ControllerHosts::default()),
+            });
+            info!(controller = %url, "following the controller's host list");
+            tokio::spawn(follow(layered.clone(), url.clone(), bearer, token.clone()));
+            layered
         }
         None => Arc::new(hosts),
     };
