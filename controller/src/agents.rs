@@ -26,7 +26,9 @@ impl Backend for Agents {
     fn redeem_token(&self, token: &str, enroll: &Enroll) -> Result<HostId, ApiRefusal> {
         let host = |k: &HostKey| id_of(k).ok_or(ApiRefusal::BadToken);
         match self.0.redeem(token, enroll) {
-            Ok(k) => host(&k),
+            Ok(e) => host(&e.key)?
+                .with_session(&e.session)
+                .map_err(|_| ApiRefusal::BadToken),
             Err(Refusal::UnknownToken) | Err(Refusal::Internal(_)) => Err(ApiRefusal::BadToken),
             Err(Refusal::TokenUsed(k)) => Err(ApiRefusal::TokenUsed { host: host(&k)? }),
             Err(Refusal::TokenExpired(k)) | Err(Refusal::Superseded(k)) => {
@@ -40,11 +42,11 @@ impl Backend for Agents {
     }
 
     fn next_command(&self, host: &HostId) -> Option<Command> {
-        self.0.next_command(&key_of(host))
+        self.0.next_command(&key_of(host), host.session())
     }
 
     fn on_event(&self, host: &HostId, event: Event) {
-        self.0.agent_event(&key_of(host), &event)
+        self.0.agent_event(&key_of(host), host.session(), &event)
     }
 }
 

@@ -317,9 +317,22 @@ impl Planner<'_> {
         };
         if let Some(op) = &self.st.op {
             if op.kind == OpKind::Write {
+                if op.image.as_ref().is_some_and(|written| *written != image) {
+                    // spec.image changed while the old one was being written: the disk holds
+                    // neither for sure. Clean it (the agent finishes the old command first: it
+                    // runs one at a time), then write the new one from available.
+                    self.st.op = None;
+                    self.note(
+                        false,
+                        "ImageChanged",
+                        "spec.image changed while the previous image was being written; \
+                         cleaning the disk before writing the new one",
+                    );
+                    return self.goto(State::Deprovisioning);
+                }
                 match &op.outcome {
                     Some(Outcome::Ok { device, .. }) => {
-                        self.st.provisioned_image = Some(image);
+                        self.st.provisioned_image = Some(op.image.clone().unwrap_or(image));
                         self.st.root_device = device.clone();
                         return (Some(Act::BootDisk), None);
                     }
@@ -646,6 +659,7 @@ pub fn absorb(
                             since_ms: now,
                             boot: st.agent.boot + 1,
                             last_seen_ms: now,
+                            session: None,
                         };
                     }
                 }
@@ -654,6 +668,9 @@ pub fn absorb(
                     st.op = Some(Op {
                         id: command.id.clone(),
                         command,
+                        image: (*kind == OpKind::Write)
+                            .then(|| spec.image.clone())
+                            .flatten(),
                         kind: *kind,
                         boot: st.agent.boot,
                         started_ms: now,
@@ -780,12 +797,13 @@ pub fn on_agent_event(st: &mut HostStatus, event: &Event, now_ms: u64) -> bool {
     }
 }
 
-/// The agent enrolled with the token of its current boot.
-pub fn on_enrolled(st: &mut HostStatus, now_ms: u64) {
+/// The agent enrolled with the token of its current boot, as `session`.
+pub fn on_enrolled(st: &mut HostStatus, now_ms: u64, session: &str) {
     st.boot_token = None;
     st.agent.phase = AgentPhase::Up;
     st.agent.since_ms = now_ms;
     st.agent.last_seen_ms = now_ms;
+    st.agent.session = Some(session.to_string());
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ impl Sim {
 
     fn enroll(&mut self) {
         assert_eq!(self.st.agent.phase, AgentPhase::Booting);
-        on_enrolled(&mut self.st, self.now);
+        on_enrolled(&mut self.st, self.now, "5e5510");
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -355,6 +355,63 @@ fn restart_during_image_write_offers_the_same_command_and_never_issues_a_second_
         .filter(|a| **a == Act::Issue(OpKind::Write))
         .count();
     assert_eq!(writes, 1);
+}
+
+#[test]
+fn an_image_edited_while_written_is_cleaned_then_written_and_recorded_as_written() {
+    let mut s = provisioning_sim();
+    let first = s.st.op.as_ref().unwrap().id.clone();
+    assert_eq!(
+        s.st.op.as_ref().unwrap().image,
+        Some(image("http://images/a.raw")),
+        "the write remembers the image it was issued for"
+    );
+    // The user points the host at another image while the first is being written.
+    s.spec.image = Some(image("http://images/b.raw"));
+    s.ok();
+    assert!(s.notes.iter().any(|n| n.reason == "ImageChanged"));
+    assert_eq!(s.st.state, State::Deprovisioning);
+    assert_eq!(
+        s.op_kind(),
+        Some(OpKind::Clean),
+        "the disk is cleaned first"
+    );
+    // The old write's late result changes nothing: it is not the command in flight.
+    assert!(!on_agent_event(
+        &mut s.st,
+        &Event::Done {
+            command: first,
+            outcome: written()
+        },
+        s.now
+    ));
+    assert_eq!(s.st.provisioned_image, None);
+    s.finish(Outcome::Ok {
+        summary: "wiped".into(),
+        device: None,
+    });
+    s.ok();
+    // Available again, then the new image is written (the agent stayed up: no second boot).
+    assert_eq!(s.st.state, State::Provisioning);
+    assert_eq!(s.op_kind(), Some(OpKind::Write));
+    assert_eq!(
+        s.st.op.as_ref().unwrap().image,
+        Some(image("http://images/b.raw"))
+    );
+    assert_eq!(s.st.agent.boot, 1);
+    s.finish(written());
+    s.ok();
+    assert_eq!(s.st.state, State::Provisioned);
+    assert_eq!(s.st.provisioned_image, Some(image("http://images/b.raw")));
+    // Settled: nothing is deprovisioned or written again.
+    let n = s.acts.len();
+    s.ok();
+    assert!(
+        !s.acts[n..].contains(&Act::Issue(OpKind::Write)),
+        "{:?}",
+        &s.acts[n..]
+    );
+    assert_eq!(s.st.state, State::Provisioned);
 }
 
 #[test]

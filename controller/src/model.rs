@@ -343,6 +343,11 @@ pub struct AgentStatus {
     pub boot: u32,
     /// Last heartbeat or event (Unix ms).
     pub last_seen_ms: u64,
+    /// The enrollment the agent now up made (random; in its certificate): only that agent is
+    /// given commands and heard. Absent before the first enrollment, and in records from before
+    /// sessions existed (whose agents' certificates carry none either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 impl Default for AgentStatus {
@@ -352,6 +357,7 @@ impl Default for AgentStatus {
             since_ms: 0,
             boot: 0,
             last_seen_ms: 0,
+            session: None,
         }
     }
 }
@@ -383,6 +389,11 @@ pub struct Op {
     pub started_ms: u64,
     /// The command as rendered when issued: offered unchanged until it ends.
     pub command: agent_proto::Command,
+    /// For a write: the `spec.image` it was rendered from, so a spec edited while it runs is
+    /// noticed, and what is recorded as provisioned is what was written. (Absent in records
+    /// from before it existed: then the current spec is taken.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
     /// Latest progress report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<agent_proto::Progress>,

@@ -152,6 +152,13 @@ pub enum Refusal {
     Internal(String),
 }
 
+/// A redeemed boot token: the host, and the session its agent's certificate will name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub key: HostKey,
+    pub session: String,
+}
+
 /// The reconciler.
 pub struct Reconciler {
     store: Arc<Store>,
@@ -344,9 +351,18 @@ impl Reconciler {
     /// desired are looked at too (they are being deleted).
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) -> Result<(), StoreError> {
         let mut slots = HashSet::new();
+        let start = now_ms();
         for (key, rec) in self.store.hosts()? {
             if rec.status.state == State::Provisioning {
                 slots.insert(key.clone());
+            }
+            // While the controller was down its agents could not reach it, and the last sign
+            // of life it stored may be older still (progress reports are not waited for on
+            // disk): an agent that was up gets the usual grace from now before it counts as
+            // lost. Otherwise a restart during a long write would reset the machine and write
+            // the disk a second time.
+            if rec.status.agent.phase == AgentPhase::Up {
+                self.seen.lock().unwrap().insert(key.clone(), start);
             }
             self.queue.now(key);
         }
@@ -674,6 +690,7 @@ impl Reconciler {
                                 since_ms: now,
                                 boot,
                                 last_seen_ms: now,
+                                session: None,
                             };
                             c
                         });
@@ -768,9 +785,11 @@ impl Reconciler {
 
     /// An agent enrolls with a boot token. Single use, bound to one boot of one host, and the
     /// enrolling machine must be that host (its boot MAC).
-    pub fn redeem(&self, token: &str, enroll: &Enroll) -> Result<HostKey, Refusal> {
+    pub fn redeem(&self, token: &str, enroll: &Enroll) -> Result<Enrolled, Refusal> {
         let now = now_ms();
         let mac = normalize_mac(&enroll.boot_mac);
+        let session = controller_agentapi::mint_session()
+            .map_err(|e| Refusal::Internal(crate::error_chain(&e)))?;
         let mut wrong = None;
         let res = self
             .store
@@ -785,7 +804,7 @@ impl Reconciler {
                 {
                     return false;
                 }
-                machine::on_enrolled(&mut host.status, now);
+                machine::on_enrolled(&mut host.status, now, &session);
                 true
             });
         let res = match res {
@@ -806,7 +825,7 @@ impl Reconciler {
                     }],
                 );
                 self.queue.now(key.clone());
-                Ok(key)
+                Ok(Enrolled { key, session })
             }
             Err(refusal) => {
                 let (host, r, why) = match refusal {
@@ -853,10 +872,16 @@ impl Reconciler {
         }
     }
 
-    /// The command the host's agent should run now, if any. Counts as a sign of life.
-    pub fn next_command(&self, key: &HostKey) -> Option<Command> {
-        self.seen.lock().unwrap().insert(key.clone(), now_ms());
+    /// The command the host's agent should run now, if any, for the agent of enrollment
+    /// `session` (from its certificate). Counts as a sign of life — from the current session
+    /// only: an agent of an earlier one (a boot since replaced, a host deleted and created again
+    /// under the same name) is neither heard nor given anything.
+    pub fn next_command(&self, key: &HostKey, session: Option<&str>) -> Option<Command> {
         let rec = self.store.host(key).ok()??;
+        if !self.current_session(key, &rec, session) {
+            return None;
+        }
+        self.seen.lock().unwrap().insert(key.clone(), now_ms());
         if rec.status.agent.phase != AgentPhase::Up {
             return None;
         }
@@ -866,15 +891,38 @@ impl Reconciler {
             .map(|op| op.command)
     }
 
-    /// An event from the host's agent (authenticated as that host by its certificate).
-    pub fn agent_event(&self, key: &HostKey, event: &Event) {
+    /// Whether `session` is the enrollment of the host's agent now; says so in the log once
+    /// per call when it is not.
+    fn current_session(&self, key: &HostKey, rec: &HostRecord, session: Option<&str>) -> bool {
+        let current = rec.status.agent.session.as_deref();
+        if current == session {
+            return true;
+        }
+        debug!(host = %key, session = ?session, current = ?current, "an agent of an earlier enrollment called; ignored");
+        false
+    }
+
+    /// An event from the host's agent (authenticated as that host, and as enrollment
+    /// `session`, by its certificate). Events of an earlier enrollment are dropped.
+    pub fn agent_event(&self, key: &HostKey, session: Option<&str>, event: &Event) {
         let now = now_ms();
+        let Ok(Some(rec)) = self.store.host(key) else {
+            return;
+        };
+        if !self.current_session(key, &rec, session) {
+            if !matches!(event, Event::Log { .. }) {
+                warn!(host = %key, "an event from an agent of an earlier enrollment was dropped");
+            }
+            return;
+        }
         self.seen.lock().unwrap().insert(key.clone(), now);
         if let Event::Log { level, message } = event {
             info!(host = %key, level = %level, "agent: {message}");
             return;
         }
         let change = |cur: Option<HostRecord>| match cur {
+            // Checked again where it counts: the host may have enrolled anew since.
+            Some(c) if c.status.agent.session.as_deref() != session => (Some(c), None),
             Some(mut c) => {
                 let wake = machine::on_agent_event(&mut c.status, event, now);
                 (Some(c), Some(wake))

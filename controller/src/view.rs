@@ -259,6 +259,7 @@ mod tests {
                 action: agent_proto::Action::Inspect,
             },
             kind: OpKind::Write,
+            image: None,
             boot: 1,
             started_ms: 0,
             progress: Some(agent_proto::Progress {

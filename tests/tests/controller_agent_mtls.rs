@@ -262,6 +262,67 @@ async fn inspect_and_provision_a_host_with_the_agents_client_over_mtls() {
     wait(&rec, "provisioned", |s| s.state == State::Provisioned).await;
     assert!(agent.heartbeat(None, 1).await.unwrap().command.is_none());
 
+    // Deprovisioning boots the agent again: a new enrollment. The first agent's certificate is
+    // still valid, but it names the earlier session: it is given nothing, and its word on the
+    // new command is not taken; the new agent gets the wipe.
+    let text = manifest(&emu.address("redfish+http", Some(SYSTEM)));
+    let mut m = manifests::Manifests::default();
+    manifests::read_text(
+        Path::new("hosts.yaml"),
+        &text[..text.find("  image:").unwrap()],
+        &mut m,
+    );
+    manifests::sync(&rec, &m);
+    wait(&rec, "the deprovisioning boot", |s| {
+        s.state == State::Deprovisioning && s.boot_token.is_some()
+    })
+    .await;
+    let token = rec.netboot_hosts().unwrap()[0]["boot"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = Client::new(&url, &fingerprint).unwrap();
+    second.enroll(&token, &identity(MAC)).await.unwrap();
+    let wipe = loop {
+        if let Some(c) = second.heartbeat(None, 10).await.unwrap().command {
+            break c;
+        }
+    };
+    assert!(matches!(wipe.action, Action::Wipe { .. }), "{wipe:?}");
+    assert!(
+        agent.heartbeat(None, 1).await.unwrap().command.is_none(),
+        "the earlier session is given nothing"
+    );
+    agent
+        .events(vec![Event::Done {
+            command: wipe.id.clone(),
+            outcome: Outcome::Ok {
+                summary: "wiped".into(),
+                device: None,
+            },
+        }])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = rec.store().host(&key).unwrap().unwrap().status;
+    assert_eq!(
+        st.state,
+        State::Deprovisioning,
+        "not taken from the earlier session"
+    );
+    assert_eq!(st.op.map(|o| o.outcome), Some(None));
+    second
+        .events(vec![Event::Done {
+            command: wipe.id.clone(),
+            outcome: Outcome::Ok {
+                summary: "wiped".into(),
+                device: None,
+            },
+        }])
+        .await
+        .unwrap();
+    wait(&rec, "available", |s| s.state == State::Available).await;
+
     cancel.cancel();
     running.await.unwrap().unwrap();
     serving.await.unwrap();

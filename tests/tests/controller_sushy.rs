@@ -21,11 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 const MAC: &str = "00:5c:52:31:3a:9c";
 
-fn manifest(address: &str, password: &str, image: bool) -> String {
-    let image = if image {
-        "  image:\n    url: http://127.0.0.1:1/image.raw\n    checksum: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n    format: raw\n"
-    } else {
-        ""
+const IMAGE: &str = "http://127.0.0.1:1/image.raw";
+
+fn manifest(address: &str, password: &str, image: Option<&str>) -> String {
+    let image = match image {
+        Some(url) => format!(
+            "  image:\n    url: {url}\n    checksum: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n    format: raw\n"
+        ),
+        None => String::new(),
     };
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: node-0-bmc\nstringData:\n  username: {USER}\n  password: {password}\n---\n\
@@ -42,12 +45,18 @@ struct Lab {
 
 impl Lab {
     fn start(dir: tempfile::TempDir, text: &str) -> Lab {
+        Self::start_with(dir, text, Limits::default().agent_lost_ms)
+    }
+
+    /// As [`Lab::start`], with an agent counted as lost after `agent_lost_ms` of silence.
+    fn start_with(dir: tempfile::TempDir, text: &str, agent_lost_ms: u64) -> Lab {
         let store = Arc::new(Store::open(&dir.path().join("state.redb")).unwrap());
         let cfg = Config {
             limits: Limits {
                 boot_timeout_ms: 60_000,
                 backoff_base_ms: 500,
                 backoff_max_ms: 2_000,
+                agent_lost_ms,
                 ..Limits::default()
             },
             provisioning_limit: 4,
@@ -155,14 +164,21 @@ fn enroll(token: &str, mac: &str) -> Enroll {
     }
 }
 
-/// Plays the agent: takes the next command and answers it with `outcome`.
-async fn answer(rec: &Reconciler, key: &HostKey, outcome: impl Fn(&Action) -> Outcome) -> Action {
+/// Plays the agent of enrollment `session`: takes the next command and answers it with
+/// `outcome`.
+async fn answer(
+    rec: &Reconciler,
+    key: &HostKey,
+    session: &str,
+    outcome: impl Fn(&Action) -> Outcome,
+) -> Action {
     let t0 = Instant::now();
     loop {
-        if let Some(cmd) = rec.next_command(key) {
+        if let Some(cmd) = rec.next_command(key, Some(session)) {
             let o = outcome(&cmd.action);
             rec.agent_event(
                 key,
+                Some(session),
                 &Event::Done {
                     command: cmd.id.clone(),
                     outcome: o,
@@ -193,7 +209,7 @@ async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfis
     let address = emu.address("redfish+http", Some(SYSTEM));
     let lab = Lab::start(
         tempfile::tempdir().unwrap(),
-        &manifest(&address, PASSWORD, false),
+        &manifest(&address, PASSWORD, None),
     );
     let key = Lab::key();
 
@@ -214,10 +230,12 @@ async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfis
             mac: MAC.into()
         })
     );
-    assert_eq!(
-        lab.rec.redeem(&token, &enroll(&token, &MAC.to_uppercase())),
-        Ok(key.clone())
-    );
+    let enrolled = lab
+        .rec
+        .redeem(&token, &enroll(&token, &MAC.to_uppercase()))
+        .unwrap();
+    assert_eq!(enrolled.key, key);
+    let session = enrolled.session;
     assert_eq!(
         lab.rec.redeem(&token, &enroll(&token, MAC)),
         Err(Refusal::TokenUsed(key.clone())),
@@ -241,7 +259,7 @@ async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfis
         lab.netboot_token().is_none(),
         "netboot stops serving a redeemed token"
     );
-    let action = answer(&lab.rec, &key, |_| Outcome::Inventory {
+    let action = answer(&lab.rec, &key, &session, |_| Outcome::Inventory {
         inventory: Box::new(FullInventory::default()),
     })
     .await;
@@ -251,19 +269,19 @@ async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfis
     })
     .await;
 
-    lab.apply(&manifest(&address, PASSWORD, true));
+    lab.apply(&manifest(&address, PASSWORD, Some(IMAGE)));
     lab.wait("provisioning", Duration::from_secs(30), |s| {
         s.state == State::Provisioning && s.op.is_some()
     })
     .await;
-    let action = answer(&lab.rec, &key, |_| Outcome::Ok {
+    let action = answer(&lab.rec, &key, &session, |_| Outcome::Ok {
         summary: "wrote".into(),
         device: Some("/dev/vda".into()),
     })
     .await;
     match action {
         Action::WriteImage(w) => {
-            assert_eq!(w.url, "http://127.0.0.1:1/image.raw");
+            assert_eq!(w.url, IMAGE);
             assert_eq!(
                 w.checksum,
                 "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -285,20 +303,49 @@ async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfis
 
     // Restart the controller: state survives, nothing is redone.
     let dir = lab.stop().await;
-    let lab = Lab::start(dir, &manifest(&address, PASSWORD, true));
+    let lab = Lab::start(dir, &manifest(&address, PASSWORD, Some(IMAGE)));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(lab.status().state, State::Provisioned);
     assert!(lab.status().op.is_none());
 
     // Removing the image deprovisions: the host boots the agent again and gets a metadata wipe.
-    lab.apply(&manifest(&address, PASSWORD, false));
+    lab.apply(&manifest(&address, PASSWORD, None));
     lab.wait("deprovisioning boot", Duration::from_secs(60), |s| {
         s.state == State::Deprovisioning && s.boot_token.is_some()
     })
     .await;
     let token = lab.netboot_token().unwrap();
-    lab.rec.redeem(&token, &enroll(&token, MAC)).unwrap();
-    let action = answer(&lab.rec, &key, |_| Outcome::Ok {
+    let old_session = session;
+    let session = lab
+        .rec
+        .redeem(&token, &enroll(&token, MAC))
+        .unwrap()
+        .session;
+    assert_ne!(session, old_session, "each enrollment is a new session");
+    // The agent of the earlier boot (were it still running) gets nothing, and what it says
+    // is not heard.
+    lab.wait("the wipe issued", Duration::from_secs(30), |s| {
+        s.op.is_some()
+    })
+    .await;
+    assert_eq!(lab.rec.next_command(&key, Some(&old_session)), None);
+    assert_eq!(lab.rec.next_command(&key, None), None);
+    let wipe = lab.status().op.unwrap().id;
+    lab.rec.agent_event(
+        &key,
+        Some(&old_session),
+        &Event::Done {
+            command: wipe,
+            outcome: Outcome::Ok {
+                summary: "wiped".into(),
+                device: None,
+            },
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(lab.status().state, State::Deprovisioning);
+    assert_eq!(lab.status().op.unwrap().outcome, None);
+    let action = answer(&lab.rec, &key, &session, |_| Outcome::Ok {
         summary: "wiped".into(),
         device: None,
     })
@@ -374,7 +421,7 @@ async fn registration_errors_are_readable_and_retried() {
     for (address, password, want) in cases {
         let lab = Lab::start(
             tempfile::tempdir().unwrap(),
-            &manifest(&address, password, false),
+            &manifest(&address, password, None),
         );
         lab.wait("a registration error", Duration::from_secs(30), |s| {
             s.error.is_some()
@@ -397,7 +444,7 @@ async fn registration_errors_are_readable_and_retried() {
     }
 
     // A missing Secret says which, and fixing it recovers.
-    let text = manifest(&good, PASSWORD, false);
+    let text = manifest(&good, PASSWORD, None);
     let host_only = &text[text.find("apiVersion: metal3.io").unwrap()..];
     let lab = Lab::start(tempfile::tempdir().unwrap(), host_only);
     lab.wait("a registration error", Duration::from_secs(30), |s| {
@@ -416,6 +463,172 @@ async fn registration_errors_are_readable_and_retried() {
     })
     .await;
     lab.stop().await;
+}
+
+/// Registers, inspects and starts provisioning `image`; returns the write command the agent
+/// took (and has not answered), and the agent's session.
+async fn into_the_write(lab: &Lab, image: &str) -> (agent_proto::Command, String) {
+    let key = Lab::key();
+    lab.wait("a boot token", Duration::from_secs(60), |s| {
+        s.state == State::Inspecting && s.boot_token.is_some()
+    })
+    .await;
+    let token = lab.netboot_token().unwrap();
+    let session = lab
+        .rec
+        .redeem(&token, &enroll(&token, MAC))
+        .unwrap()
+        .session;
+    answer(&lab.rec, &key, &session, |_| Outcome::Inventory {
+        inventory: Box::new(FullInventory::default()),
+    })
+    .await;
+    lab.wait("provisioning", Duration::from_secs(30), |s| {
+        s.state == State::Provisioning && s.op.is_some()
+    })
+    .await;
+    let cmd = lab
+        .rec
+        .next_command(&key, Some(&session))
+        .expect("the write is offered");
+    match &cmd.action {
+        Action::WriteImage(w) => assert_eq!(w.url, image),
+        other => panic!("expected a write, got {other:?}"),
+    }
+    (cmd, session)
+}
+
+fn event_reasons(lab: &Lab) -> Vec<String> {
+    let events = lab.rec.store().events(Some(&Lab::key())).unwrap();
+    events.into_iter().map(|e| e.reason).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and sushy-tools (hack/sushy-tools.sh): run by hack/test.sh"]
+async fn a_restart_mid_write_after_a_long_outage_resumes_the_same_write_without_a_reset() {
+    let emu = sushy();
+    let address = emu.address("redfish+http", Some(SYSTEM));
+    let text = manifest(&address, PASSWORD, Some(IMAGE));
+    // An agent is lost after 3 s of silence; the controller is then down for longer than that
+    // while the agent writes (it cannot report to a stopped controller).
+    const LOST_MS: u64 = 3_000;
+    let lab = Lab::start_with(tempfile::tempdir().unwrap(), &text, LOST_MS);
+    let (cmd, session) = into_the_write(&lab, IMAGE).await;
+    let boot = lab.status().agent.boot;
+    let dir = lab.stop().await;
+    tokio::time::sleep(Duration::from_millis(LOST_MS + 1_500)).await;
+
+    let lab = Lab::start_with(dir, &text, LOST_MS);
+    // The agent's next call (its retried progress report or long poll) comes within its
+    // backoff, after the controller has looked at the host: it is offered the very same
+    // command, and the machine was not reset.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let again = lab.rec.next_command(&Lab::key(), Some(&session));
+    assert_eq!(
+        again.as_ref().map(|c| &c.id),
+        Some(&cmd.id),
+        "{:#?}",
+        lab.status()
+    );
+    assert_eq!(lab.status().agent.boot, boot, "no second boot of the agent");
+    lab.rec.agent_event(
+        &Lab::key(),
+        Some(&session),
+        &Event::Done {
+            command: cmd.id.clone(),
+            outcome: Outcome::Ok {
+                summary: "wrote".into(),
+                device: Some("/dev/vda".into()),
+            },
+        },
+    );
+    lab.wait("provisioned", Duration::from_secs(30), |s| {
+        s.state == State::Provisioned
+    })
+    .await;
+    let st = lab.status();
+    assert_eq!(st.agent.boot, boot);
+    assert_eq!(
+        st.ops_issued, 2,
+        "one inspection, one write: never a second write"
+    );
+    let reasons = event_reasons(&lab);
+    assert!(!reasons.iter().any(|r| r == "AgentLost"), "{reasons:?}");
+    lab.stop().await;
+    drop(emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and sushy-tools (hack/sushy-tools.sh): run by hack/test.sh"]
+async fn an_image_edited_mid_write_is_cleaned_then_written_and_recorded_as_written() {
+    const OTHER: &str = "http://127.0.0.1:1/other.raw";
+    let emu = sushy();
+    let address = emu.address("redfish+http", Some(SYSTEM));
+    let lab = Lab::start(
+        tempfile::tempdir().unwrap(),
+        &manifest(&address, PASSWORD, Some(IMAGE)),
+    );
+    let key = Lab::key();
+    let (first, session) = into_the_write(&lab, IMAGE).await;
+    let boot = lab.status().agent.boot;
+
+    lab.apply(&manifest(&address, PASSWORD, Some(OTHER)));
+    lab.wait(
+        "cleaning before the new image",
+        Duration::from_secs(30),
+        |s| s.state == State::Deprovisioning,
+    )
+    .await;
+    // The first write ends after the edit: its result is not taken as the new image's.
+    lab.rec.agent_event(
+        &key,
+        Some(&session),
+        &Event::Done {
+            command: first.id.clone(),
+            outcome: Outcome::Ok {
+                summary: "wrote".into(),
+                device: Some("/dev/vda".into()),
+            },
+        },
+    );
+    let action = answer(&lab.rec, &key, &session, |_| Outcome::Ok {
+        summary: "wiped".into(),
+        device: None,
+    })
+    .await;
+    assert!(
+        matches!(
+            action,
+            Action::Wipe {
+                mode: agent_proto::WipeMode::Metadata,
+                ..
+            }
+        ),
+        "{action:?}"
+    );
+    let action = answer(&lab.rec, &key, &session, |_| Outcome::Ok {
+        summary: "wrote".into(),
+        device: Some("/dev/vda".into()),
+    })
+    .await;
+    match action {
+        Action::WriteImage(w) => assert_eq!(w.url, OTHER),
+        other => panic!("expected the new image's write, got {other:?}"),
+    }
+    lab.wait("provisioned", Duration::from_secs(30), |s| {
+        s.state == State::Provisioned
+    })
+    .await;
+    let st = lab.status();
+    assert_eq!(
+        st.provisioned_image.as_ref().map(|i| i.url.as_str()),
+        Some(OTHER)
+    );
+    assert_eq!(st.agent.boot, boot, "the agent stayed up throughout");
+    assert!(st.error.is_none(), "{st:#?}");
+    assert!(event_reasons(&lab).iter().any(|r| r == "ImageChanged"));
+    lab.stop().await;
+    drop(emu);
 }
 
 fn closed_port() -> u16 {

@@ -56,9 +56,12 @@ impl Refusal {
 /// return quickly (an in-memory lookup; hand slow work such as store writes to a queue).
 pub trait Backend: Send + Sync + 'static {
     /// Redeems a one-time boot token: atomically, a token works once. Returns the host it was
-    /// minted for. A refusal that names a host should surface as an error on that host.
+    /// minted for, best with a session naming this enrollment ([`HostId::with_session`]): the
+    /// certificate carries it, and later calls come with it. A refusal that names a host should
+    /// surface as an error on that host.
     fn redeem_token(&self, token: &str, enroll: &Enroll) -> Result<HostId, Refusal>;
-    /// What `host`'s agent should do now (the same command until its `Done` arrives).
+    /// What `host`'s agent should do now (the same command until its `Done` arrives). `host`
+    /// comes from its certificate, session included: an earlier session gets nothing.
     fn next_command(&self, host: &HostId) -> Option<Command>;
     /// Something `host`'s agent reported. `host` comes from its certificate.
     fn on_event(&self, host: &HostId, event: Event);
@@ -78,15 +81,17 @@ impl std::fmt::Debug for Pokes {
 
 impl Pokes {
     /// Wakes `host`'s pending heartbeat, if any, so it asks the backend again at once.
+    /// (Keyed by the host alone: a poke wakes the heartbeats of every session of it, and the
+    /// backend decides what each gets.)
     pub fn poke(&self, host: &HostId) {
-        if let Some(n) = lock(&self.waiters).get(host) {
+        if let Some(n) = lock(&self.waiters).get(&host.host()) {
             n.notify_waiters();
         }
     }
 
     pub(crate) fn subscribe(&self, host: &HostId) -> Arc<Notify> {
         lock(&self.waiters)
-            .entry(host.clone())
+            .entry(host.host())
             .or_insert_with(|| Arc::new(Notify::new()))
             .clone()
     }
@@ -95,8 +100,9 @@ impl Pokes {
     pub(crate) fn release(&self, host: &HostId, n: Arc<Notify>) {
         let mut w = lock(&self.waiters);
         drop(n);
-        if w.get(host).is_some_and(|n| Arc::strong_count(n) == 1) {
-            w.remove(host);
+        let host = host.host();
+        if w.get(&host).is_some_and(|n| Arc::strong_count(n) == 1) {
+            w.remove(&host);
         }
     }
 

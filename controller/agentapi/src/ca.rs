@@ -151,6 +151,12 @@ pub fn mint_token() -> Result<String, CaError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
+/// An enrollment session: 16 random bytes, lowercase hex ([`crate::HostId::with_session`]).
+pub fn mint_session() -> Result<String, CaError> {
+    let b = random_bytes::<16>()?;
+    Ok(b.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The crypto provider everything here uses (ring, as the rest of the workspace).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -11,7 +11,7 @@ pub mod host;
 pub mod server;
 
 pub use backend::{Backend, MemoryBackend, Pokes, Record, Refusal};
-pub use ca::{host_from_cert, mint_token, Ca, CaError, ClientCert};
+pub use ca::{host_from_cert, mint_session, mint_token, Ca, CaError, ClientCert};
 pub use host::{HostId, HostIdError};
 pub use server::{AgentApi, Options, ServeError};
 
