@@ -8,6 +8,7 @@ pub mod controller;
 pub mod dhcp;
 pub mod hosts;
 pub mod http;
+pub mod interfaces;
 pub mod ipxe;
 pub mod metrics;
 pub mod ra;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ferrox_netboot::config::Config;
 use ferrox_netboot::controller::{follow, ControllerHosts, Layered};
 use ferrox_netboot::hosts::{HostSource, StaticHosts};
-use ferrox_netboot::{serve, Netboot, Sockets};
+use ferrox_netboot::{interfaces, serve, Netboot, Sockets};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -77,7 +77,15 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let initramfs = read(&cfg.initramfs, "initramfs")?;
     let sockets = Sockets::bind(&cfg).await?;
 
-    info!(mode = ?cfg.mode, unknown = ?cfg.unknown, hosts = hosts.len(), interface = cfg.interface.as_deref().unwrap_or("all"), "ferrox-netboot starting");
+    info!(mode = ?cfg.mode, unknown = ?cfg.unknown, hosts = hosts.len(), dhcp_interface = cfg.interface.as_deref().unwrap_or("every interface"), "ferrox-netboot starting");
+    match interfaces::list() {
+        Ok(ifs) => {
+            for i in &ifs {
+                info!(interface = %i.name, addresses = %interfaces::addrs(i), serving = %interfaces::served(&cfg, i), "interface");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot list the interfaces"),
+    }
     for p in &cfg.pools {
         info!(subnet = %format!("{}/{}", p.network, p.prefix), first = %p.first, last = %p.last, router = ?p.router, "dhcp pool");
     }

@@ -68,6 +68,13 @@ fn udhcpc_gets_reservation_and_boot_file() {
         log.contains("mac=52:54:00:aa:00:01"),
         "decisions are logged with the MAC: {log}"
     );
+    // The startup report names each interface, its addresses and what it gets.
+    for want in [
+        "interface=srv0 addresses=10.77.0.1/24 serving=DHCP from pool 10.77.0.0/24 (10.77.0.100-10.77.0.199), TFTP on 69, HTTP on 8080",
+        "interface=lo addresses=127.0.0.1/8 serving=no DHCP (loopback), TFTP on 69, HTTP on 8080",
+    ] {
+        assert!(log.contains(want), "{want:?} not in {log}");
+    }
     assert!(server.alive());
     let m = lab.metrics();
     assert_eq!(counter(&m, "dhcp", "offer"), 1, "{m}");
