@@ -24,17 +24,22 @@ fn main() -> ExitCode {
     };
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // A failed write to stderr (a closed pipe) is dropped: by default tracing-subscriber
+    // reports it with eprintln!, which panics on that same closed stderr and took down the task
+    // that logged — the SIGTERM handler among them, so the process never stopped.
     if cfg.log_json {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .log_internal_errors(false)
             .init();
     } else {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
+            .log_internal_errors(false)
             .init();
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -76,6 +81,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let kernel = read(&cfg.kernel, "kernel")?;
     let initramfs = read(&cfg.initramfs, "initramfs")?;
     let sockets = Sockets::bind(&cfg).await?;
+    // Installed before "listening" is logged: a SIGTERM after that line stops the server
+    // cleanly (before, it could arrive ahead of the handler and kill the process outright).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     info!(mode = ?cfg.mode, unknown = ?cfg.unknown, hosts = hosts.len(), dhcp_interface = cfg.interface.as_deref().unwrap_or("every interface"), "ferrox-netboot starting");
     match interfaces::list() {
@@ -146,14 +156,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     ));
     let stop = token.clone();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        info!("shutting down");
+        // Cancel first: stopping never depends on logging.
         stop.cancel();
+        info!("shutting down");
     });
     serve(ctx, sockets, token).await.context("serving")
 }

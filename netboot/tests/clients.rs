@@ -574,3 +574,42 @@ fn a_hosts_arch_binary_is_loaded_at_start_and_served_by_dhcp_tftp_and_http() {
     );
     assert!(err.contains(&want), "{want:?} not in {err}");
 }
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn sigterm_stops_the_server_even_when_its_log_pipe_is_closed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let lab = Lab::new();
+    let mut c = lab.server_ns.cmd(env!("CARGO_BIN_EXE_ferrox-netboot"));
+    c.args(["--pool", POOL, "--ipv6-ra", "off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // Read until it listens, then close the pipe, as a log reader that went away would.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(lines
+        .by_ref()
+        .take(50)
+        .any(|l| l.unwrap_or_default().contains("listening")));
+    drop(lines);
+    // `ip netns exec` execs the server: the child's PID is the server's.
+    run(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "stopped cleanly within 5 s: {status:?}"
+    );
+}
