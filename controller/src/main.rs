@@ -139,10 +139,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The local API's bearer token: owner read-write, group read — in a cluster, the netboot
+/// container of the same pod reads it through the pod's fsGroup; no one else can.
 fn read_or_create_secret(path: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
     if let Ok(s) = std::fs::read_to_string(path) {
         let s = s.trim().to_string();
         if !s.is_empty() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))
+                .with_context(|| format!("setting the mode of {}", path.display()))?;
             return Ok(s);
         }
     }
@@ -152,7 +157,7 @@ fn read_or_create_secret(path: &Path) -> Result<String> {
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(0o640)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     std::io::Write::write_all(&mut f, token.as_bytes())?;

@@ -201,26 +201,103 @@ fn deployments_are_wired() -> Result<()> {
             .unwrap_or_default()
     );
 
-    let netboot = deployment("ferrox-netboot")?;
-    let pod = &netboot["spec"]["template"]["spec"];
+    // netboot runs beside the controller, in the same pod, on the host's network.
     assert_eq!(pod["hostNetwork"], true);
-    let caps = &pod["containers"][0]["securityContext"]["capabilities"]["add"];
+    let container = |name: &str| -> Result<Value> {
+        pod["containers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+            .cloned()
+            .with_context(|| format!("container {name}"))
+    };
+    let ctl = container("controller")?;
+    let netboot = container("netboot")?;
+    let caps = &netboot["securityContext"]["capabilities"]["add"];
     for cap in ["NET_ADMIN", "NET_BIND_SERVICE"] {
         assert!(
             caps.as_array().is_some_and(|a| a.iter().any(|c| c == cap)),
             "netboot lacks {cap}"
         );
     }
-    // The config it points at is the ConfigMap it mounts.
+    let arg = |c: &Value, flag: &str| -> Option<String> {
+        c["args"].as_array()?.iter().find_map(|a| {
+            a.as_str()?
+                .strip_prefix(&format!("--{flag}="))
+                .map(str::to_string)
+        })
+    };
+    let mount = |c: &Value, volume: &str| -> Option<(String, bool)> {
+        c["volumeMounts"].as_array()?.iter().find_map(|m| {
+            (m["name"] == volume).then(|| {
+                (
+                    m["mountPath"].as_str().unwrap_or_default().to_string(),
+                    m["readOnly"] == true,
+                )
+            })
+        })
+    };
+    let volume = |name: &str| -> Option<Value> {
+        pod["volumes"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+    };
+
+    // Ramdisk agents reach the agent API at PROVISIONING_IP, from a ConfigMap in the tree.
+    let url = arg(&ctl, "agent-url").context("--agent-url")?;
+    assert_eq!(url, "https://$(PROVISIONING_IP):8443");
+    let env = ctl["env"]
+        .as_array()
+        .and_then(|e| e.iter().find(|v| v["name"] == "PROVISIONING_IP"))
+        .context("PROVISIONING_IP in the controller's env")?;
+    let r = &env["valueFrom"]["configMapKeyRef"];
     let cm = objs
         .iter()
         .map(|(_, o)| o)
-        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "ferrox-netboot")
-        .context("ConfigMap ferrox-netboot")?;
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == r["name"])
+        .with_context(|| format!("ConfigMap {}", r["name"]))?;
+    let ip = cm["data"][r["key"].as_str().context("key")?]
+        .as_str()
+        .context("the PROVISIONING_IP value")?;
+    assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{ip}");
+
+    // netboot's config is the ConfigMap it mounts, and it follows the controller's local API
+    // on the pod's loopback with the token from the controller's state, which it mounts
+    // read-only.
+    let (config_dir, _) = mount(&netboot, "netboot-config").context("netboot's config mount")?;
+    let path = netboot["env"]
+        .as_array()
+        .and_then(|e| e.iter().find(|v| v["name"] == "FERROX_NETBOOT_CONFIG"))
+        .and_then(|v| v["value"].as_str())
+        .context("FERROX_NETBOOT_CONFIG")?;
+    let file = path
+        .strip_prefix(&format!("{config_dir}/"))
+        .context("the config file is in the mounted ConfigMap")?;
+    let cm_name =
+        volume("netboot-config").context("volume netboot-config")?["configMap"]["name"].clone();
+    let cm = objs
+        .iter()
+        .map(|(_, o)| o)
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == cm_name)
+        .with_context(|| format!("ConfigMap {cm_name}"))?;
     let config: serde_yaml::Value =
-        serde_yaml::from_str(cm["data"]["config.yaml"].as_str().context("config.yaml")?)?;
+        serde_yaml::from_str(cm["data"][file].as_str().context("netboot's config file")?)?;
     assert!(config.get("mode").is_some());
-    assert_eq!(pod["volumes"][0]["configMap"]["name"], "ferrox-netboot");
+    let api = arg(&ctl, "api-listen").context("--api-listen")?;
+    assert!(api.starts_with("127.0.0.1:"), "{api}");
+    assert_eq!(
+        config["controller_hosts"].as_str(),
+        Some(format!("http://{api}").as_str())
+    );
+    let state = arg(&ctl, "state").context("--state")?;
+    assert_eq!(mount(&ctl, "state"), Some((state.clone(), false)));
+    let (netboot_state, read_only) = mount(&netboot, "state").context("netboot's state mount")?;
+    assert!(read_only, "netboot only reads the controller's state");
+    assert_eq!(
+        config["controller_token_file"].as_str(),
+        Some(format!("{netboot_state}/api.token").as_str())
+    );
     Ok(())
 }
 
