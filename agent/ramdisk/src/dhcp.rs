@@ -72,9 +72,26 @@ const PARAMS: [OptionCode; 5] = [
     OptionCode::AddressLeaseTime,
 ];
 
+/// An empty BOOTREQUEST from `mac` in transaction `xid`, made by decoding its fixed header.
+/// Not with dhcproto's constructors: every one of them starts from `Message::default()`, whose
+/// xid is `rand::random()` — rand's thread generator, seeded by getrandom(2) without
+/// GRND_NONBLOCK, which blocks until the kernel's RNG is seeded. That is about a second after
+/// boot on a machine without RDRAND or virtio-rng (QEMU's default CPU): the first DISCOVER
+/// waited for it, on every lab boot.
+fn header(mac: Mac, xid: u32) -> v4::Message {
+    let mut b = [0u8; 241];
+    b[0] = 1; // BOOTREQUEST
+    b[1] = 1; // Ethernet
+    b[2] = 6; // hardware address length
+    b[4..8].copy_from_slice(&xid.to_be_bytes());
+    b[28..34].copy_from_slice(&mac.0);
+    b[236..240].copy_from_slice(&[99, 130, 83, 99]); // the magic cookie
+    b[240] = 255; // end of options
+    v4::Message::decode(&mut Decoder::new(&b)).expect("a well-formed BOOTP header decodes")
+}
+
 fn base(mac: Mac, xid: u32, kind: MessageType) -> v4::Message {
-    let z = Ipv4Addr::UNSPECIFIED;
-    let mut m = v4::Message::new_with_id(xid, z, z, z, z, &mac.0);
+    let mut m = header(mac, xid);
     m.set_flags(v4::Flags::default().set_broadcast());
     let opts = m.opts_mut();
     opts.insert(DhcpOption::MessageType(kind));
@@ -318,6 +335,13 @@ mod tests {
         m.opts_mut().insert(DhcpOption::AddressLeaseTime(600));
         f(&mut m);
         encode(&m)
+    }
+
+    #[test]
+    fn the_header_is_what_dhcprotos_constructor_makes() {
+        let z = Ipv4Addr::UNSPECIFIED;
+        let want = v4::Message::new_with_id(0x1234_5678, z, z, z, z, &MAC.0);
+        assert_eq!(encode(&header(MAC, 0x1234_5678)), encode(&want));
     }
 
     #[test]
