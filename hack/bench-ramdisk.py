@@ -83,6 +83,7 @@ def stamp(text, pattern):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--append", default="", help="extra kernel command line words, for both boots")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "bench-ramdisk.md"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -116,12 +117,12 @@ def main():
         try:
             rows = {"floor": [], "ferrox": []}
             for _ in range(args.reps):
-                text, wall = boot(kernel, floor, "", disks, 120, lambda t: "FLOOR-INIT" in t)
+                text, wall = boot(kernel, floor, args.append, disks, 120, lambda t: "FLOOR-INIT" in t)
                 m = re.search(r"FLOOR-INIT uptime ([0-9.]+)", text)
                 rows["floor"].append({"init": float(m.group(1)) if m else None, "wall": wall,
                                       "unpack": stamp(text, "Trying to unpack rootfs"),
                                       "freeing": stamp(text, "Freeing unused kernel image \\(initmem\\)")})
-                text, wall = boot(kernel, initrd, "BOOTIF=01-52-54-00-fe-0b-01", disks, 180,
+                text, wall = boot(kernel, initrd, f"BOOTIF=01-52-54-00-fe-0b-01 {args.append}", disks, 180,
                                   lambda t: "waiting for commands" in t or "FATAL" in t)
                 agent = lambda pat: (lambda m: float(m.group(1)) if m else None)(
                     re.search(r"^\[\s*([0-9.]+)\] ferrox-agent: " + pat, text, re.M))

@@ -242,41 +242,12 @@ pub fn coldplug(
             break;
         }
         tried.extend(order.iter().cloned());
-        for wave in waves(db, &order) {
-            let results: Vec<(&String, Result<(), String>)> = std::thread::scope(|s| {
-                let running: Vec<_> = wave
-                    .iter()
-                    .map(|rel| {
-                        let broken = db.deps_of(rel).iter().find(|d| failed.contains(*d));
-                        let load = &load;
-                        let handle = match broken {
-                            Some(d) => Err(format!(
-                                "not loaded: it needs {}, which failed",
-                                module_name(d)
-                            )),
-                            None => Ok(s.spawn(move || load(&module_dir.join(rel)))),
-                        };
-                        (rel, handle)
-                    })
-                    .collect();
-                running
-                    .into_iter()
-                    .map(|(rel, handle)| {
-                        let r = handle.and_then(|h| match h.join() {
-                            Ok(r) => r.map_err(|e| e.to_string()),
-                            Err(_) => Err("the loader panicked".to_string()),
-                        });
-                        (rel, r)
-                    })
-                    .collect()
-            });
-            for (rel, r) in results {
-                match r {
-                    Ok(()) => report.loaded.push(module_name(rel)),
-                    Err(e) => {
-                        failed.insert(rel.clone());
-                        report.failed.push((module_name(rel), e));
-                    }
+        for (rel, r) in load_all(db, module_dir, &order, &failed, &load) {
+            match r {
+                Ok(()) => report.loaded.push(module_name(&rel)),
+                Err(e) => {
+                    failed.insert(rel.clone());
+                    report.failed.push((module_name(&rel), e));
                 }
             }
         }
@@ -284,26 +255,86 @@ pub fn coldplug(
     report
 }
 
-/// Splits `order` (module files, dependencies first) into waves: a module goes in the wave
-/// after the last of its dependencies that is in `order` (the others loaded in an earlier
-/// round). Waves keep `order`'s order.
-fn waves(db: &ModuleDb, order: &[String]) -> Vec<Vec<String>> {
-    let mut wave_of: HashMap<&str, usize> = HashMap::new();
-    let mut out: Vec<Vec<String>> = Vec::new();
-    for rel in order {
-        let w = db
-            .deps_of(rel)
-            .iter()
-            .filter_map(|d| wave_of.get(d.as_str()))
-            .map(|w| w + 1)
-            .max()
-            .unwrap_or(0);
-        wave_of.insert(rel, w);
-        if out.len() <= w {
-            out.resize_with(w + 1, Vec::new);
+/// Loads `order` (module files, dependencies first), a thread per module, each started as
+/// soon as its own dependencies in `order` have loaded (the others loaded in an earlier round),
+/// not after unrelated modules: a slow probe (virtio_pci's, ~350 ms under TCG) does not hold
+/// back the NVMe driver's chain. A module whose dependency failed now or `before` is not tried.
+/// Results in completion order.
+fn load_all(
+    db: &ModuleDb,
+    module_dir: &Path,
+    order: &[String],
+    before: &BTreeSet<String>,
+    load: &(impl Fn(&Path) -> std::io::Result<()> + Sync),
+) -> Vec<(String, Result<(), String>)> {
+    let index: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.as_str(), i))
+        .collect();
+    let mut outcome: Vec<Option<bool>> = vec![None; order.len()];
+    let mut started = vec![false; order.len()];
+    let mut out = Vec::new();
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<(), String>)>();
+        let mut running = 0usize;
+        loop {
+            // Start (or give up on) everything whose dependencies are settled; a give-up can
+            // settle others, so look again until nothing changes.
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for (i, rel) in order.iter().enumerate() {
+                    if started[i] {
+                        continue;
+                    }
+                    let deps = db.deps_of(rel);
+                    let broken = deps.iter().find(|d| {
+                        before.contains(*d)
+                            || index
+                                .get(d.as_str())
+                                .is_some_and(|&j| outcome[j] == Some(false))
+                    });
+                    if let Some(d) = broken {
+                        started[i] = true;
+                        outcome[i] = Some(false);
+                        changed = true;
+                        let why = format!("not loaded: it needs {}, which failed", module_name(d));
+                        out.push((rel.clone(), Err(why)));
+                        continue;
+                    }
+                    let ready = deps.iter().all(|d| {
+                        index
+                            .get(d.as_str())
+                            .is_none_or(|&j| outcome[j] == Some(true))
+                    });
+                    if ready {
+                        started[i] = true;
+                        running += 1;
+                        let tx = tx.clone();
+                        let path = module_dir.join(rel);
+                        s.spawn(move || {
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                load(&path)
+                            }));
+                            let r = match r {
+                                Ok(r) => r.map_err(|e| e.to_string()),
+                                Err(_) => Err("the loader panicked".to_string()),
+                            };
+                            let _ = tx.send((i, r));
+                        });
+                    }
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((i, r)) = rx.recv() else { break };
+            running -= 1;
+            outcome[i] = Some(r.is_ok());
+            out.push((order[i].clone(), r));
         }
-        out[w].push(rel.clone());
-    }
+    });
     out
 }
 
@@ -461,15 +492,12 @@ mod tests {
     }
 
     #[test]
-    fn a_wave_loads_together_and_after_its_dependencies() {
+    fn a_module_starts_once_its_own_dependencies_loaded_not_after_unrelated_ones() {
         let sys = tempfile::tempdir().unwrap();
         device(sys.path(), "pci0000:00/0000:00:04.0", NVME);
         let db = db();
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let in_flight = AtomicUsize::new(0);
-        let most = AtomicUsize::new(0);
         let done = std::sync::Mutex::new(BTreeSet::new());
-        let arrived = (std::sync::Mutex::new(0usize), std::sync::Condvar::new());
+        let nvme_loaded = (std::sync::Mutex::new(false), std::sync::Condvar::new());
         let report = coldplug(
             &db,
             Path::new("/m"),
@@ -483,44 +511,38 @@ mod tests {
                         "{rel} started before {d} loaded"
                     );
                 }
-                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                // Wave 0's four loads wait for each other (at most 10 s): loaded together they
-                // all get through at once, however slowly threads start on a busy machine;
-                // loaded one after another, the first waits alone and `most` stays 1.
-                if db.deps_of(rel).is_empty() {
-                    let (lock, cv) = &arrived;
-                    let mut n = lock.lock().unwrap();
-                    *n += 1;
-                    cv.notify_all();
+                // mrp (no dependencies) is a slow probe that ends only once nvme, which needs
+                // nvme-core, has loaded (at most 10 s): loading by dependency depth would hold
+                // nvme back until mrp's level was done, and mrp would time out.
+                if rel.ends_with("/mrp.ko") {
+                    let (lock, cv) = &nvme_loaded;
                     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                    while *n < 4 {
+                    let mut loaded = lock.lock().unwrap();
+                    while !*loaded {
                         let Some(left) = deadline.checked_duration_since(std::time::Instant::now())
                         else {
-                            break;
+                            return Err(std::io::Error::other(
+                                "nvme never loaded while mrp probed",
+                            ));
                         };
-                        n = cv.wait_timeout(n, left).unwrap().0;
+                        loaded = cv.wait_timeout(loaded, left).unwrap().0;
                     }
                 }
-                in_flight.fetch_sub(1, Ordering::SeqCst);
                 done.lock().unwrap().insert(rel.to_string());
+                if rel.ends_with("/nvme.ko") {
+                    *nvme_loaded.0.lock().unwrap() = true;
+                    nvme_loaded.1.notify_all();
+                }
                 Ok(())
             },
         );
         assert!(report.failed.is_empty(), "{report:?}");
         assert_eq!(report.loaded.len(), 10, "{report:?}");
-        // Wave 0 holds failover, llc, mrp and nvme-core (no dependencies): they overlap.
+        let pos = |m: &str| report.loaded.iter().position(|l| l == m).unwrap();
+        assert!(pos("nvme") < pos("mrp"), "{:?}", report.loaded);
         assert!(
-            most.load(Ordering::SeqCst) >= 4,
-            "at most {} at once",
-            most.load(Ordering::SeqCst)
+            pos("mrp") < pos("8021q"),
+            "8021q waits for its dependency mrp"
         );
-        let w = waves(&db, &db.load_order(["virtio_net", "8021q", "nvme"]));
-        let names: Vec<Vec<String>> = w
-            .iter()
-            .map(|w| w.iter().map(|p| module_name(p)).collect())
-            .collect();
-        assert_eq!(names.len(), 4, "llc, stp, garp, 8021q: {names:?}");
-        assert_eq!(names[3], ["8021q"]);
     }
 }
