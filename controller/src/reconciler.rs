@@ -328,6 +328,11 @@ impl Reconciler {
         }
     }
 
+    /// The Secrets known now.
+    pub fn secret_refs(&self) -> Vec<SecretRef> {
+        self.secrets.lock().unwrap().keys().cloned().collect()
+    }
+
     /// Whether a Secret is known (set and not removed).
     pub fn has_secret(&self, r: &SecretRef) -> bool {
         self.secrets.lock().unwrap().contains_key(r)

@@ -777,3 +777,72 @@ async fn a_deleted_host_the_controller_never_knew_loses_the_finalizer_at_once() 
     );
     assert!(!upto.iter().any(|r| r.method == "BMC"), "{upto:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_deleted_while_the_watch_was_down_is_forgotten_at_the_relist() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::default();
+    let (host, secret) = example();
+    let bmc = ferrox_controller::model::SecretRef {
+        namespace: "default".into(),
+        name: "worker-0-bmc-secret".into(),
+    };
+    // The Secret exists at the first list; its watch then ends with 410 Gone (the server
+    // compacted past its resourceVersion while it was down), and by the relist the Secret has
+    // been deleted.
+    let lists = Arc::new(Mutex::new(0));
+    let mut inner = api_server(host, secret.clone());
+    let respond = {
+        let lists = lists.clone();
+        move |r: &Req| -> Reply {
+            let path = r.path.as_str();
+            if path == "/api/v1/secrets" && r.watch() {
+                return Reply::Json(
+                    200,
+                    json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                           "metadata": {}, "status": "Failure",
+                           "message": "too old resource version", "reason": "Expired",
+                           "code": 410}}),
+                );
+            }
+            if path == "/api/v1/secrets" {
+                let mut n = lists.lock().unwrap();
+                *n += 1;
+                if *n > 1 {
+                    return list("SecretList", "v1", vec![]);
+                }
+            }
+            if path == "/api/v1/namespaces/default/secrets/worker-0-bmc-secret"
+                && *lists.lock().unwrap() > 1
+            {
+                return not_found();
+            }
+            inner(r)
+        }
+    };
+    let client = mock(log.clone(), respond);
+    let rec = reconciler(dir.path(), log.clone(), Power::Off);
+    let cancel = start(client, rec.clone());
+
+    wait_for(&log, "the first Secrets list", |r| {
+        r.is("GET", "/api/v1/secrets") && !r.watch()
+    })
+    .await;
+    // Known from the list (or the host's own fetch) before the watch fails ...
+    let t0 = std::time::Instant::now();
+    while !rec.has_secret(&bmc) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never known");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and forgotten once the relist no longer holds it.
+    while rec.has_secret(&bmc) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "still known after {} lists",
+            lists.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(*lists.lock().unwrap() >= 2, "forgotten only by a relist");
+    cancel.cancel();
+}

@@ -1,6 +1,7 @@
-//! The metadata wipe against what this machine's own kernel cannot show — real md RAID arrays
-//! made by the real mdadm, on GPT partitions the kernel itself scanned — inside a QEMU VM (TCG)
-//! running Debian's kernel. The static ferrox-agent, mdadm, sgdisk, wipefs and blkid go into a
+//! Wipes against what this machine cannot show, inside a QEMU VM (TCG) running Debian's
+//! kernel: the metadata wipe against real md RAID arrays made by the real mdadm, on GPT
+//! partitions the kernel itself scanned; the full wipe against a real NVMe controller (QEMU's
+//! emulation, through the agent's own NVMe admin commands) and a virtio disk. The static ferrox-agent, mdadm, sgdisk, wipefs and blkid go into a
 //! small ramdisk (built with ferrox-mkinitramfs) whose /init is a busybox script; it reports on
 //! the serial console. Then the disks are checked again from outside, on this machine, with
 //! wipefs and blkid over the whole disk and over every partition the disk had.
@@ -106,9 +107,10 @@ fn libraries(program: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The test ramdisk: the script as /init, busybox, the real tools and their libraries, the
-/// static agent, and the kernel modules for virtio disks and md RAID1.
-fn ramdisk(dir: &Path, kver: &str) -> PathBuf {
+/// A test ramdisk: `script` as /init, busybox, the real `tools` (from /sbin, put in
+/// /usr/local/sbin) and their libraries, the static agent as /bin/ferrox-agent, and `modules`
+/// with their dependencies.
+fn ramdisk(dir: &Path, kver: &str, script: &str, tools: &[&str], modules: &str) -> PathBuf {
     let ws = workspace();
     let agent = ws.join("target/static/ferrox-agent");
     let mk = ws.join("target/release/ferrox-mkinitramfs");
@@ -120,12 +122,11 @@ fn ramdisk(dir: &Path, kver: &str) -> PathBuf {
         );
     }
     let init = dir.join("init");
-    std::fs::write(&init, INIT).unwrap();
+    std::fs::write(&init, script).unwrap();
     let mut files = vec![
         "/bin/busybox:/bin/busybox".to_string(),
         format!("{}:/bin/ferrox-agent", agent.display()),
     ];
-    let tools = ["mdadm", "sgdisk", "wipefs", "blkid"];
     let mut libs = Vec::new();
     for t in tools {
         let path = format!("/sbin/{t}");
@@ -142,7 +143,7 @@ fn ramdisk(dir: &Path, kver: &str) -> PathBuf {
     cmd.arg("--agent")
         .arg(&init)
         .args(["--kernel-version", kver])
-        .args(["--modules", "virtio_pci,virtio_blk,md_mod,raid1"])
+        .args(["--modules", modules])
         .args(["--no-firmware", "--compression-level", "3", "-o"])
         .arg(&out);
     for f in &files {
@@ -153,9 +154,16 @@ fn ramdisk(dir: &Path, kver: &str) -> PathBuf {
     out
 }
 
-#[test]
-#[ignore = "needs root, QEMU and the static agent: run by hack/test.sh"]
-fn metadata_wipe_erases_real_md_arrays_on_kernel_scanned_partitions() {
+/// Boots Debian's kernel with a test ramdisk (see [`ramdisk`]) and one 64 MiB raw disk per
+/// entry of `devices` (a QEMU `-device` with `drive=dN`); returns the disk files and what the
+/// script said, once the VM has powered off (at most 300 s) with no `FAIL` line and a `done`.
+fn run_vm(
+    dir: &Path,
+    script: &str,
+    tools: &[&str],
+    modules: &str,
+    devices: &[&str],
+) -> (Vec<PathBuf>, Vec<String>) {
     let (kernel, _) = artifacts();
     let kver = kernel
         .file_name()
@@ -163,12 +171,10 @@ fn metadata_wipe_erases_real_md_arrays_on_kernel_scanned_partitions() {
         .to_string_lossy()
         .trim_start_matches("vmlinuz-")
         .to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let initrd = ramdisk(dir.path(), &kver);
-    let disks: Vec<PathBuf> = ["a", "b"]
-        .iter()
-        .map(|n| {
-            let p = dir.path().join(format!("disk-{n}.raw"));
+    let initrd = ramdisk(dir, &kver, script, tools, modules);
+    let disks: Vec<PathBuf> = (0..devices.len())
+        .map(|i| {
+            let p = dir.join(format!("disk-{i}.raw"));
             std::fs::File::create(&p)
                 .unwrap()
                 .set_len(64 << 20)
@@ -176,7 +182,7 @@ fn metadata_wipe_erases_real_md_arrays_on_kernel_scanned_partitions() {
             p
         })
         .collect();
-    let console = dir.path().join("console");
+    let console = dir.join("console");
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg", "-m", "512", "-nographic", "-nodefaults"])
         .args(["-no-reboot", "-serial"])
@@ -186,12 +192,12 @@ fn metadata_wipe_erases_real_md_arrays_on_kernel_scanned_partitions() {
         .arg("-initrd")
         .arg(&initrd)
         .args(["-append", "console=ttyS0 panic=-1"]);
-    for (i, d) in disks.iter().enumerate() {
+    for (i, (d, dev)) in disks.iter().zip(devices).enumerate() {
         qemu.arg("-drive").arg(format!(
             "file={},if=none,id=d{i},format=raw,cache=unsafe",
             d.display()
         ));
-        qemu.args(["-device", &format!("virtio-blk-pci,drive=d{i}")]);
+        qemu.args(["-device", &format!("{dev},drive=d{i}")]);
     }
     let mut child = qemu
         .stdin(Stdio::null())
@@ -224,6 +230,30 @@ fn metadata_wipe_erases_real_md_arrays_on_kernel_scanned_partitions() {
     );
     assert!(lines.iter().any(|l| l == "done"), "{lines:#?}\n{tail}");
     eprintln!("{}", lines.join("\n"));
+    (disks, lines)
+}
+
+/// The agent's JSON report on a `report ` line: one entry per device.
+fn report(lines: &[String]) -> Vec<Value> {
+    let text = line(lines, "report ");
+    let v: Value = serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("wipe report is not JSON ({e}): {text}"));
+    v.as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("not a list of devices: {v:#}"))
+}
+
+#[test]
+#[ignore = "needs root, QEMU and the static agent: run by hack/test.sh"]
+fn metadata_wipe_erases_real_md_arrays_on_kernel_scanned_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (disks, lines) = run_vm(
+        dir.path(),
+        INIT,
+        &["mdadm", "sgdisk", "wipefs", "blkid"],
+        "virtio_pci,virtio_blk,md_mod,raid1",
+        &["virtio-blk-pci", "virtio-blk-pci"],
+    );
 
     // The set-up is what it says: both arrays ran, and (once stopped) each member carries the
     // md superblock; md1's members (metadata at the end) also show the swap area at their
@@ -250,13 +280,8 @@ fn metadata_wipe_erases_real_md_arrays_on_kernel_scanned_partitions() {
 
     // Stopped, the metadata wipe succeeds on both disks ...
     assert_eq!(line(&lines, "wipe "), "rc=0");
-    let report: Value = serde_json::from_str(line(&lines, "report "))
-        .unwrap_or_else(|e| panic!("wipe report is not JSON ({e}): {}", line(&lines, "report ")));
-    let devices = report["devices"]
-        .as_array()
-        .or_else(|| report.as_array())
-        .unwrap_or_else(|| panic!("no devices in {report:#}"));
-    assert_eq!(devices.len(), 2, "{report:#}");
+    let devices = report(&lines);
+    assert_eq!(devices.len(), 2, "{devices:#?}");
     let mut former: Vec<(usize, u64, u64)> = Vec::new();
     for (i, dev) in devices.iter().enumerate() {
         assert_eq!(dev["ok"], true, "{dev:#}");
@@ -340,6 +365,99 @@ fn metadata_wipe_erases_real_md_arrays_on_kernel_scanned_partitions() {
             st.code(),
             Some(2),
             "blkid -p finds nothing at {start} on disk {i}"
+        );
+    }
+}
+
+/// The full wipe's own choice, on a real NVMe controller (QEMU's emulation, which implements
+/// Format NVM but neither cryptographic erase nor sanitize) and a virtio disk, both at once:
+/// each device gets the fastest erase it really supports, says which and why the faster ones
+/// were skipped, and afterwards every byte of both disks reads zero from outside.
+const FULL: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo 1 > /proc/sys/kernel/printk
+say() { echo "WIPE-VM: $*"; }
+fail() { say "FAIL $*"; sync; poweroff -f; }
+modprobe -a virtio_pci virtio_blk nvme || fail "modprobe"
+for d in nvme0n1 vda; do
+  for i in $(seq 100); do [ -b /dev/$d ] && break; sleep 0.1; done
+  [ -b /dev/$d ] || fail "no /dev/$d"
+  dd if=/dev/urandom of=/dev/$d bs=1M count=64 conv=fsync 2>/dev/null || fail "filling $d"
+done
+/bin/ferrox-agent wipe --mode full /dev/nvme0n1 /dev/vda >/tmp/wipe.json 2>/tmp/wipe.err
+say "wipe rc=$?"
+say "report $(tr -d '\n' </tmp/wipe.json)"
+say "done"
+sync
+poweroff -f
+"#;
+
+#[test]
+#[ignore = "needs root, QEMU and the static agent: run by hack/test.sh"]
+fn full_wipe_formats_a_real_nvme_controller_and_zeroes_a_virtio_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (disks, lines) = run_vm(
+        dir.path(),
+        FULL,
+        &[],
+        "virtio_pci,virtio_blk,nvme",
+        &["nvme,serial=FERROX-NVME", "virtio-blk-pci"],
+    );
+    assert_eq!(line(&lines, "wipe "), "rc=0");
+    let devices = report(&lines);
+    let of = |dev: &str| {
+        devices
+            .iter()
+            .find(|d| d["device"] == dev)
+            .unwrap_or_else(|| panic!("{dev} not in {devices:#?}"))
+    };
+    let nvme = of("/dev/nvme0n1");
+    assert_eq!(nvme["ok"], true, "{nvme:#}");
+    assert_eq!(nvme["method"], "nvme-format-user-data-erase", "{nvme:#}");
+    let tried: Vec<(&str, &str)> = nvme["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["method"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            ("nvme-format-crypto-erase", "skipped"),
+            ("nvme-sanitize-crypto-erase", "skipped"),
+            ("nvme-sanitize-block-erase", "skipped"),
+            ("nvme-format-user-data-erase", "ok"),
+        ],
+        "{nvme:#}"
+    );
+    let vda = of("/dev/vda");
+    assert_eq!(vda["ok"], true, "{vda:#}");
+    assert!(
+        !vda["method"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("nvme"),
+        "{vda:#}"
+    );
+    // From outside: both disks were full of random bytes, and now hold nothing but zeros.
+    for d in &disks {
+        let bytes = std::fs::read(d).unwrap();
+        assert_eq!(bytes.len(), 64 << 20);
+        let left = bytes.iter().filter(|b| **b != 0).count();
+        assert_eq!(
+            left,
+            0,
+            "{} has {left} non-zero bytes after a full wipe",
+            d.display()
         );
     }
 }

@@ -249,10 +249,7 @@ impl Feed {
     }
 
     fn secret(&self, s: &Secret, gone: bool) {
-        let r = SecretRef {
-            namespace: s.metadata.namespace.clone().unwrap_or_default(),
-            name: s.metadata.name.clone().unwrap_or_default(),
-        };
+        let r = secret_ref(s);
         if !self.rec.wants_secret(&r) {
             return;
         }
@@ -271,6 +268,13 @@ impl Feed {
                 self.host(o).await;
             }
         }
+    }
+}
+
+fn secret_ref(s: &Secret) -> SecretRef {
+    SecretRef {
+        namespace: s.metadata.namespace.clone().unwrap_or_default(),
+        name: s.metadata.name.clone().unwrap_or_default(),
     }
 }
 
@@ -325,6 +329,7 @@ pub async fn serve(
         retry: HashSet::new(),
     };
     let mut listed: Option<HashSet<HostKey>> = None;
+    let mut secrets_listed: Option<(Vec<SecretRef>, HashSet<SecretRef>)> = None;
     let mut runner = None;
     let mut tick = tokio::time::interval(RETRY);
     let result = loop {
@@ -359,9 +364,27 @@ pub async fn serve(
                 None => break Ok(()),
             },
             ev = secrets.next() => match ev {
-                Some(Ok(Event::Apply(s) | Event::InitApply(s))) => feed.secret(&s, false),
+                // A (re)list: the Secrets known when it began that it does not hold were
+                // deleted while the watch was down (those fetched meanwhile are kept: the list
+                // may predate them, and the watch that follows brings their deletion).
+                Some(Ok(Event::Init)) => {
+                    secrets_listed = Some((rec.secret_refs(), HashSet::new()));
+                }
+                Some(Ok(Event::InitApply(s))) => {
+                    if let Some((_, l)) = secrets_listed.as_mut() {
+                        l.insert(secret_ref(&s));
+                    }
+                    feed.secret(&s, false);
+                }
+                Some(Ok(Event::InitDone)) => {
+                    let (before, listed) = secrets_listed.take().unwrap_or_default();
+                    for r in before.into_iter().filter(|r| !listed.contains(r)) {
+                        info!(secret = %format!("{}/{}", r.namespace, r.name), "Secret gone while the watch was down: forgotten");
+                        rec.remove_secret(&r);
+                    }
+                }
+                Some(Ok(Event::Apply(s))) => feed.secret(&s, false),
                 Some(Ok(Event::Delete(s))) => feed.secret(&s, true),
-                Some(Ok(Event::Init | Event::InitDone)) => {}
                 Some(Err(e)) => error!(error = %crate::error_chain(&e), "watching Secrets"),
                 None => break Ok(()),
             },
