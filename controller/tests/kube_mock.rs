@@ -846,3 +846,103 @@ async fn a_secret_deleted_while_the_watch_was_down_is_forgotten_at_the_relist() 
     assert!(*lists.lock().unwrap() >= 2, "forgotten only by a relist");
     cancel.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_again_is_counted_on_the_first_one_as_client_go_does() {
+    use ferrox_controller::reconciler::Publish;
+    use ferrox_controller::store::EventRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::default();
+    // The server names what it creates; an Event can expire (then a PATCH finds nothing).
+    let expired = Arc::new(Mutex::new(false));
+    let respond = {
+        let expired = expired.clone();
+        let mut n = 0;
+        move |r: &Req| -> Reply {
+            match (r.method.as_str(), r.path.as_str()) {
+                ("POST", EVENTS) => {
+                    n += 1;
+                    let mut ev = r.body.clone();
+                    ev["metadata"]["name"] = json!(format!("worker-0.{n}"));
+                    Reply::Json(201, ev)
+                }
+                ("PATCH", p) if p.starts_with(EVENTS) => {
+                    if *expired.lock().unwrap() {
+                        not_found()
+                    } else {
+                        Reply::Json(200, r.body.clone())
+                    }
+                }
+                _ => not_found(),
+            }
+        }
+    };
+    let client = mock(log.clone(), respond);
+    let store = Arc::new(Store::open(&dir.path().join("state.redb")).unwrap());
+    let publisher = kubestore::publish::Publisher::new(
+        client,
+        store,
+        kubestore::Objects::default(),
+        "ferrox-a".into(),
+    );
+    let cancel = CancellationToken::new();
+    tokio::spawn(publisher.clone().run(cancel.clone()));
+    let ev = |at_ms: u64, message: &str| EventRecord {
+        host: HostKey::new("default", "worker-0"),
+        at_ms,
+        warning: true,
+        reason: "RegistrationError".into(),
+        message: message.into(),
+    };
+    let events = |log: &Log| -> Vec<Req> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path.starts_with(EVENTS))
+            .cloned()
+            .collect()
+    };
+    let settle = |n: usize| {
+        let log = log.clone();
+        async move {
+            for _ in 0..200 {
+                if events(&log).len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("fewer than {n} Event requests: {:#?}", events(&log));
+        }
+    };
+
+    publisher.events(&[ev(1_000, "BMC refused the credentials")]);
+    settle(1).await;
+    publisher.events(&[ev(8_000, "BMC refused the credentials")]);
+    settle(2).await;
+    publisher.events(&[ev(9_000, "another message")]);
+    settle(3).await;
+    let r = events(&log);
+    assert!(r[0].is("POST", EVENTS), "{:#?}", r[0]);
+    assert_eq!(r[0].body["count"], 1);
+    assert!(
+        r[1].is("PATCH", &format!("{EVENTS}/worker-0.1")),
+        "{:#?}",
+        r[1]
+    );
+    assert_eq!(r[1].content_type, "application/merge-patch+json");
+    assert_eq!(
+        r[1].body,
+        json!({"count": 2, "lastTimestamp": "1970-01-01T00:00:08Z"})
+    );
+    assert!(r[2].is("POST", EVENTS), "another message is another Event");
+
+    // Once the first Event has expired on the server, saying it again posts a new one.
+    *expired.lock().unwrap() = true;
+    publisher.events(&[ev(20_000, "BMC refused the credentials")]);
+    settle(5).await;
+    let r = events(&log);
+    assert!(r[3].is("PATCH", &format!("{EVENTS}/worker-0.1")));
+    assert!(r[4].is("POST", EVENTS));
+    assert_eq!(r[4].body["count"], 1);
+    cancel.cancel();
+}

@@ -30,6 +30,29 @@ use crate::store::{EventRecord, Store};
 /// Events queued for the API server at most.
 const EVENTS_QUEUED: usize = 1024;
 
+/// Distinct Events remembered for aggregation (client-go's EventCorrelator keeps 4096).
+const EVENTS_REMEMBERED: usize = 4096;
+
+/// What makes two Events the same one said again: client-go's aggregation key (the involved
+/// object, type, reason and message). A host backing off on the same error then shows one
+/// Event whose count and lastTimestamp grow, as `kubectl describe` users know from metal3,
+/// instead of a new Event per retry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EventKey {
+    host: HostKey,
+    uid: Option<String>,
+    warning: bool,
+    reason: String,
+    message: String,
+}
+
+/// The Event the server holds for a key: its name, and how many times it was said.
+#[derive(Debug, Clone)]
+struct Posted {
+    name: String,
+    count: i32,
+}
+
 #[derive(Default)]
 struct Written {
     status: Option<Value>,
@@ -47,6 +70,7 @@ pub struct Publisher {
     events_tx: mpsc::Sender<EventRecord>,
     events_rx: Mutex<Option<mpsc::Receiver<EventRecord>>>,
     written: Mutex<HashMap<HostKey, Written>>,
+    posted: Mutex<HashMap<EventKey, Posted>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -88,6 +112,7 @@ impl Publisher {
             events_tx,
             events_rx: Mutex::new(Some(rx)),
             written: Mutex::default(),
+            posted: Mutex::default(),
         })
     }
 
@@ -219,7 +244,9 @@ impl Publisher {
     }
 
     /// Posts one core/v1 Event about a host (as metal3 does: reason, message, the host as the
-    /// involved object).
+    /// involved object) — or, when the same Event was posted before, counts it again on that
+    /// one (a merge patch of count and lastTimestamp), as client-go's recorder does. If that
+    /// Event has gone (Events expire, an hour by default), a new one is posted.
     async fn event(&self, e: &EventRecord) {
         let uid = self
             .objects
@@ -228,6 +255,42 @@ impl Publisher {
             .get(&e.host)
             .and_then(|o| o.metadata.uid.clone());
         let at = time(e.at_ms);
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &e.host.namespace);
+        let key = EventKey {
+            host: e.host.clone(),
+            uid: uid.clone(),
+            warning: e.warning,
+            reason: e.reason.clone(),
+            message: e.message.clone(),
+        };
+        let seen = self.posted.lock().unwrap().get(&key).cloned();
+        if let Some(p) = seen {
+            let count = p.count.saturating_add(1);
+            let patch = json!({"count": count, "lastTimestamp": at});
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            };
+            match api.patch(&p.name, &pp, &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    self.posted.lock().unwrap().insert(
+                        key,
+                        Posted {
+                            name: p.name,
+                            count,
+                        },
+                    );
+                    return;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    self.posted.lock().unwrap().remove(&key);
+                }
+                Err(err) => {
+                    warn!(host = %e.host, reason = %e.reason, error = %crate::error_chain(&err), "could not count an Event again");
+                    return;
+                }
+            }
+        }
         let ev = KubeEvent {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{}.", e.host.name)),
@@ -256,13 +319,23 @@ impl Publisher {
             count: Some(1),
             ..KubeEvent::default()
         };
-        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &e.host.namespace);
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
         };
-        if let Err(err) = api.create(&pp, &ev).await {
-            warn!(host = %e.host, reason = %e.reason, error = %crate::error_chain(&err), "could not post an Event");
+        match api.create(&pp, &ev).await {
+            Ok(created) => {
+                if let Some(name) = created.metadata.name {
+                    let mut posted = self.posted.lock().unwrap();
+                    if posted.len() >= EVENTS_REMEMBERED {
+                        posted.clear();
+                    }
+                    posted.insert(key, Posted { name, count: 1 });
+                }
+            }
+            Err(err) => {
+                warn!(host = %e.host, reason = %e.reason, error = %crate::error_chain(&err), "could not post an Event")
+            }
         }
     }
 }
