@@ -44,21 +44,25 @@ struct Lab {
 }
 
 impl Lab {
-    fn start(dir: tempfile::TempDir, text: &str) -> Lab {
-        Self::start_with(dir, text, Limits::default().agent_lost_ms)
+    /// The lab's limits: a minute to boot the agent, short backoffs.
+    fn limits() -> Limits {
+        Limits {
+            boot_timeout_ms: 60_000,
+            backoff_base_ms: 500,
+            backoff_max_ms: 2_000,
+            ..Limits::default()
+        }
     }
 
-    /// As [`Lab::start`], with an agent counted as lost after `agent_lost_ms` of silence.
-    fn start_with(dir: tempfile::TempDir, text: &str, agent_lost_ms: u64) -> Lab {
+    fn start(dir: tempfile::TempDir, text: &str) -> Lab {
+        Self::start_with(dir, text, Self::limits())
+    }
+
+    /// As [`Lab::start`], with other limits.
+    fn start_with(dir: tempfile::TempDir, text: &str, limits: Limits) -> Lab {
         let store = Arc::new(Store::open(&dir.path().join("state.redb")).unwrap());
         let cfg = Config {
-            limits: Limits {
-                boot_timeout_ms: 60_000,
-                backoff_base_ms: 500,
-                backoff_max_ms: 2_000,
-                agent_lost_ms,
-                ..Limits::default()
-            },
+            limits,
             provisioning_limit: 4,
             workers: 4,
             agent_url: "https://127.0.0.1:9443".into(),
@@ -512,13 +516,17 @@ async fn a_restart_mid_write_after_a_long_outage_resumes_the_same_write_without_
     // An agent is lost after 3 s of silence; the controller is then down for longer than that
     // while the agent writes (it cannot report to a stopped controller).
     const LOST_MS: u64 = 3_000;
-    let lab = Lab::start_with(tempfile::tempdir().unwrap(), &text, LOST_MS);
+    let lost = || Limits {
+        agent_lost_ms: LOST_MS,
+        ..Lab::limits()
+    };
+    let lab = Lab::start_with(tempfile::tempdir().unwrap(), &text, lost());
     let (cmd, session) = into_the_write(&lab, IMAGE).await;
     let boot = lab.status().agent.boot;
     let dir = lab.stop().await;
     tokio::time::sleep(Duration::from_millis(LOST_MS + 1_500)).await;
 
-    let lab = Lab::start_with(dir, &text, LOST_MS);
+    let lab = Lab::start_with(dir, &text, lost());
     // The agent's next call (its retried progress report or long poll) comes within its
     // backoff, after the controller has looked at the host: it is offered the very same
     // command, and the machine was not reset.
@@ -627,6 +635,139 @@ async fn an_image_edited_mid_write_is_cleaned_then_written_and_recorded_as_writt
     assert_eq!(st.agent.boot, boot, "the agent stayed up throughout");
     assert!(st.error.is_none(), "{st:#?}");
     assert!(event_reasons(&lab).iter().any(|r| r == "ImageChanged"));
+    lab.stop().await;
+    drop(emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and sushy-tools (hack/sushy-tools.sh): run by hack/test.sh"]
+async fn a_host_deleted_mid_write_is_cleaned_by_its_agent_then_powered_off_and_forgotten() {
+    let emu = sushy();
+    let address = emu.address("redfish+http", Some(SYSTEM));
+    let lab = Lab::start(
+        tempfile::tempdir().unwrap(),
+        &manifest(&address, PASSWORD, Some(IMAGE)),
+    );
+    let key = Lab::key();
+    let (write, session) = into_the_write(&lab, IMAGE).await;
+
+    // The user deletes the host while its image is being written: once the agent, still up,
+    // has finished the write (its result no longer counts), it gets the metadata wipe (the
+    // written disk must not boot), then the machine goes off.
+    lab.apply("");
+    lab.wait("deprovisioning", Duration::from_secs(30), |s| {
+        s.state == State::Deprovisioning
+    })
+    .await;
+    lab.rec.agent_event(
+        &key,
+        Some(&session),
+        &Event::Done {
+            command: write.id.clone(),
+            outcome: Outcome::Ok {
+                summary: "wrote".into(),
+                device: Some("/dev/vda".into()),
+            },
+        },
+    );
+    let action = answer(&lab.rec, &key, &session, |_| Outcome::Ok {
+        summary: "wiped".into(),
+        device: None,
+    })
+    .await;
+    assert!(
+        matches!(
+            action,
+            Action::Wipe {
+                mode: agent_proto::WipeMode::Metadata,
+                ..
+            }
+        ),
+        "{:?}",
+        std::mem::discriminant(&action)
+    );
+    let t0 = Instant::now();
+    while lab.rec.store().host(&key).unwrap().is_some() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "host not deleted: {:#?}",
+            lab.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let states: Vec<String> = lab
+        .rec
+        .store()
+        .events(Some(&key))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason == "StateChanged")
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        states.ends_with(&[
+            "provisioning -> deprovisioning".to_string(),
+            "deprovisioning -> powering off before delete".to_string(),
+            "powering off before delete -> deleting".to_string()
+        ]),
+        "{states:?}"
+    );
+    lab.stop().await;
+    drop(emu);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and sushy-tools (hack/sushy-tools.sh): run by hack/test.sh"]
+async fn a_host_that_never_boots_the_agent_times_out_then_boots_again_with_a_new_token() {
+    let emu = sushy();
+    let address = emu.address("redfish+http", Some(SYSTEM));
+    let lab = Lab::start_with(
+        tempfile::tempdir().unwrap(),
+        &manifest(&address, PASSWORD, None),
+        Limits {
+            boot_timeout_ms: 2_000,
+            ..Lab::limits()
+        },
+    );
+    let key = Lab::key();
+    lab.wait("a boot token", Duration::from_secs(30), |s| {
+        s.state == State::Inspecting && s.boot_token.is_some()
+    })
+    .await;
+    let first = lab.netboot_token().unwrap();
+    // Nothing enrolls: after the boot timeout the host is in error, saying what it waited for.
+    lab.wait("the boot timeout", Duration::from_secs(30), |s| {
+        s.error.is_some()
+    })
+    .await;
+    let e = lab.status().error.unwrap();
+    assert_eq!(e.kind, ErrorType::Inspection);
+    assert!(
+        e.message.contains("did not boot the agent within 2 s") && e.message.contains(MAC),
+        "{}",
+        e.message
+    );
+    // It tries again with a new boot and a new token; the first no longer works.
+    lab.wait("the next boot", Duration::from_secs(30), |s| {
+        s.boot_token.is_some() && s.agent.boot >= 2
+    })
+    .await;
+    let second = lab.netboot_token().unwrap();
+    assert_ne!(first, second);
+    assert!(lab.rec.redeem(&first, &enroll(&first, MAC)).is_err());
+    let session = lab
+        .rec
+        .redeem(&second, &enroll(&second, MAC))
+        .unwrap()
+        .session;
+    answer(&lab.rec, &key, &session, |_| Outcome::Inventory {
+        inventory: Box::new(FullInventory::default()),
+    })
+    .await;
+    lab.wait("available, error cleared", Duration::from_secs(30), |s| {
+        s.state == State::Available && s.error.is_none()
+    })
+    .await;
     lab.stop().await;
     drop(emu);
 }
