@@ -416,6 +416,14 @@ async fn registration_errors_are_readable_and_retried() {
         (
             format!(
                 "redfish+http://127.0.0.1:{}/redfish/v1/Systems/1",
+                garbage_bmc()
+            ),
+            PASSWORD,
+            "invalid JSON",
+        ),
+        (
+            format!(
+                "redfish+http://127.0.0.1:{}/redfish/v1/Systems/1",
                 closed_port()
             ),
             PASSWORD,
@@ -770,6 +778,25 @@ async fn a_host_that_never_boots_the_agent_times_out_then_boots_again_with_a_new
     .await;
     lab.stop().await;
     drop(emu);
+}
+
+/// A "BMC" that answers every request with 200 and a body that is not JSON; its port.
+fn garbage_bmc() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let mut buf = [0u8; 4096];
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n<html>oops<",
+            );
+        }
+    });
+    port
 }
 
 fn closed_port() -> u16 {
