@@ -496,7 +496,7 @@ mod tests {
         let sys = tempfile::tempdir().unwrap();
         device(sys.path(), "pci0000:00/0000:00:04.0", NVME);
         let db = db();
-        let done = std::sync::Mutex::new(BTreeSet::new());
+        let done = std::sync::Mutex::new(Vec::<String>::new());
         let nvme_loaded = (std::sync::Mutex::new(false), std::sync::Condvar::new());
         let report = coldplug(
             &db,
@@ -528,7 +528,7 @@ mod tests {
                         loaded = cv.wait_timeout(loaded, left).unwrap().0;
                     }
                 }
-                done.lock().unwrap().insert(rel.to_string());
+                done.lock().unwrap().push(rel.to_string());
                 if rel.ends_with("/nvme.ko") {
                     *nvme_loaded.0.lock().unwrap() = true;
                     nvme_loaded.1.notify_all();
@@ -538,8 +538,17 @@ mod tests {
         );
         assert!(report.failed.is_empty(), "{report:?}");
         assert_eq!(report.loaded.len(), 10, "{report:?}");
-        let pos = |m: &str| report.loaded.iter().position(|l| l == m).unwrap();
-        assert!(pos("nvme") < pos("mrp"), "{:?}", report.loaded);
+        // (report.loaded is in the order results reached the scheduler, which two threads
+        // finishing close together may swap; the loads' own record is exact.)
+        let done = done.into_inner().unwrap();
+        let finished: Vec<&str> = done.iter().map(String::as_str).collect();
+        let pos = |m: &str| {
+            finished
+                .iter()
+                .position(|r| r.ends_with(&format!("/{m}.ko")))
+                .unwrap()
+        };
+        assert!(pos("nvme") < pos("mrp"), "{finished:?}");
         assert!(
             pos("mrp") < pos("8021q"),
             "8021q waits for its dependency mrp"
