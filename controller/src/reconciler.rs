@@ -911,41 +911,41 @@ impl Reconciler {
     /// `session`, by its certificate). Events of an earlier enrollment are dropped.
     pub fn agent_event(&self, key: &HostKey, session: Option<&str>, event: &Event) {
         let now = now_ms();
-        let Ok(Some(rec)) = self.store.host(key) else {
-            return;
-        };
-        if !self.current_session(key, &rec, session) {
-            if !matches!(event, Event::Log { .. }) {
-                warn!(host = %key, "an event from an agent of an earlier enrollment was dropped");
+        if let Event::Log { level, message } = event {
+            if let Ok(Some(rec)) = self.store.host(key) {
+                if self.current_session(key, &rec, session) {
+                    self.seen.lock().unwrap().insert(key.clone(), now);
+                    info!(host = %key, level = %level, "agent: {message}");
+                }
             }
             return;
         }
-        self.seen.lock().unwrap().insert(key.clone(), now);
-        if let Event::Log { level, message } = event {
-            info!(host = %key, level = %level, "agent: {message}");
-            return;
-        }
+        // The session is checked in the update itself (the host may enroll anew at any time),
+        // so an event costs one store update and no extra read.
         let change = |cur: Option<HostRecord>| match cur {
-            // Checked again where it counts: the host may have enrolled anew since.
-            Some(c) if c.status.agent.session.as_deref() != session => (Some(c), None),
+            Some(c) if c.status.agent.session.as_deref() != session => (Some(c), Some(None)),
             Some(mut c) => {
                 let wake = machine::on_agent_event(&mut c.status, event, now);
-                (Some(c), Some(wake))
+                (Some(c), Some(Some(wake)))
             }
             None => (None, None),
         };
         // Progress is replaced by the next report: it need not wait for the disk.
-        let wake = if matches!(event, Event::Progress { .. }) {
+        let applied = if matches!(event, Event::Progress { .. }) {
             self.store.update_volatile(key, change)
         } else {
             self.store.update(key, change)
         };
-        match wake {
-            Ok(Some(wake)) => {
+        match applied {
+            Ok(Some(Some(wake))) => {
+                self.seen.lock().unwrap().insert(key.clone(), now);
                 self.changed(key);
                 if wake {
                     self.queue.now(key.clone());
                 }
+            }
+            Ok(Some(None)) => {
+                warn!(host = %key, session = ?session, "an event from an agent of an earlier enrollment was dropped")
             }
             Ok(None) => {}
             Err(e) => {

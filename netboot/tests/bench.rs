@@ -27,6 +27,19 @@ struct Load {
     elapsed: Duration,
 }
 
+/// dnsmasq as both benches run it: the same pool as ferrox-netboot's, no ping, no lease file,
+/// logging to stderr like ours.
+const DNSMASQ: &[&str] = &[
+    "--no-daemon",
+    "--conf-file=/dev/null",
+    "--port=0",
+    "--no-ping",
+    "--leasefile-ro",
+    "--log-facility=-",
+    "--dhcp-range=10.77.1.0,10.77.200.255,255.255.0.0,1h",
+    "--dhcp-lease-max=100000",
+];
+
 fn packet(xid: u32, mac: [u8; 6], t: MessageType, req: Option<(Ipv4Addr, Ipv4Addr)>) -> Vec<u8> {
     let mut m = Message::default();
     m.set_xid(xid)
@@ -247,18 +260,8 @@ fn side_by_side_with_dnsmasq() {
     // dnsmasq, the same pool, no ping, no lease file, TFTP from the same directory.
     let (dnsmasq, dnsmasq_tftp, dnsmasq_tftp_w) = {
         let mut c = srv.cmd("dnsmasq");
-        c.args([
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--no-ping",
-            "--leasefile-ro",
-            "--log-facility=-",
-            "--dhcp-range=10.77.1.0,10.77.200.255,255.255.0.0,1h",
-            "--dhcp-lease-max=100000",
-            "--enable-tftp",
-            "--tftp-root=/usr/lib/ipxe",
-        ]);
+        c.args(DNSMASQ)
+            .args(["--enable-tftp", "--tftp-root=/usr/lib/ipxe"]);
         let mut p = Proc::spawn(c, &dir.path().join("dnsmasq.log"));
         p.wait_log("DHCP, IP range", Duration::from_secs(10));
         let pid = p.child.id();
@@ -915,15 +918,7 @@ fn boot_storm_1000_clients() {
     }
     let (dnsmasq, dnsmasq_kernel) = {
         let mut c = srv.cmd("dnsmasq");
-        c.args([
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--no-ping",
-            "--leasefile-ro",
-            "--log-facility=-",
-            "--dhcp-range=10.77.1.0,10.77.200.255,255.255.0.0,1h",
-            "--dhcp-lease-max=100000",
+        c.args(DNSMASQ).args([
             "--dhcp-boot=undionly.kpxe",
             "--enable-tftp",
             "--tftp-root=/usr/lib/ipxe",

@@ -289,20 +289,18 @@ async fn inspect_and_provision_a_host_with_the_agents_client_over_mtls() {
         }
     };
     assert!(matches!(wipe.action, Action::Wipe { .. }), "{wipe:?}");
+    let wiped = Event::Done {
+        command: wipe.id.clone(),
+        outcome: Outcome::Ok {
+            summary: "wiped".into(),
+            device: None,
+        },
+    };
     assert!(
         agent.heartbeat(None, 1).await.unwrap().command.is_none(),
         "the earlier session is given nothing"
     );
-    agent
-        .events(vec![Event::Done {
-            command: wipe.id.clone(),
-            outcome: Outcome::Ok {
-                summary: "wiped".into(),
-                device: None,
-            },
-        }])
-        .await
-        .unwrap();
+    agent.events(vec![wiped.clone()]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let st = rec.store().host(&key).unwrap().unwrap().status;
     assert_eq!(
@@ -311,16 +309,7 @@ async fn inspect_and_provision_a_host_with_the_agents_client_over_mtls() {
         "not taken from the earlier session"
     );
     assert_eq!(st.op.map(|o| o.outcome), Some(None));
-    second
-        .events(vec![Event::Done {
-            command: wipe.id.clone(),
-            outcome: Outcome::Ok {
-                summary: "wiped".into(),
-                device: None,
-            },
-        }])
-        .await
-        .unwrap();
+    second.events(vec![wiped.clone()]).await.unwrap();
     wait(&rec, "available", |s| s.state == State::Available).await;
 
     cancel.cancel();

@@ -136,6 +136,28 @@ impl Lab {
             .and_then(|h| h["boot"]["token"].as_str().map(str::to_string))
     }
 
+    /// Waits (60 s at most) until the deleted host is forgotten; its state changes, in order.
+    async fn wait_forgotten(&self) -> Vec<String> {
+        let key = Self::key();
+        let t0 = Instant::now();
+        while self.rec.store().host(&key).unwrap().is_some() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "host not deleted: {:#?}",
+                self.status()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.rec
+            .store()
+            .events(Some(&key))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.reason == "StateChanged")
+            .map(|e| e.message)
+            .collect()
+    }
+
     async fn stop(self) -> tempfile::TempDir {
         self.cancel.cancel();
         self.run.await.unwrap();
@@ -371,24 +393,7 @@ async fn a_host_goes_from_manifest_to_provisioned_and_back_through_a_real_redfis
 
     // Deleting the manifest powers the host off and forgets it.
     lab.apply("");
-    let t0 = Instant::now();
-    while lab.rec.store().host(&key).unwrap().is_some() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "host not deleted: {:#?}",
-            lab.status()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let states: Vec<String> = lab
-        .rec
-        .store()
-        .events(Some(&key))
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.reason == "StateChanged")
-        .map(|e| e.message)
-        .collect();
+    let states = lab.wait_forgotten().await;
     assert!(
         states.ends_with(&[
             "available -> powering off before delete".to_string(),
@@ -694,24 +699,7 @@ async fn a_host_deleted_mid_write_is_cleaned_by_its_agent_then_powered_off_and_f
         "{:?}",
         std::mem::discriminant(&action)
     );
-    let t0 = Instant::now();
-    while lab.rec.store().host(&key).unwrap().is_some() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "host not deleted: {:#?}",
-            lab.status()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let states: Vec<String> = lab
-        .rec
-        .store()
-        .events(Some(&key))
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.reason == "StateChanged")
-        .map(|e| e.message)
-        .collect();
+    let states = lab.wait_forgotten().await;
     assert!(
         states.ends_with(&[
             "provisioning -> deprovisioning".to_string(),

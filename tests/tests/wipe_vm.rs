@@ -17,11 +17,9 @@ use serde_json::Value;
 use tests::loopdev::Loop;
 use tests::ramdisk::{artifacts, workspace};
 
-/// The VM's /init. Two 64 MiB virtio disks, each with a GPT of two partitions; md0 (metadata
-/// 1.2, superblock near the start, ext2 on top) over the first partitions, md1 (metadata 0.90,
-/// superblock at the end, so the swap area on top sits at the very start of each member) over
-/// the second ones.
-const INIT: &str = r#"#!/bin/busybox sh
+/// What every test's /init starts with: busybox's applets, the pseudo filesystems, quiet
+/// kernel messages (the script's lines must not be cut by them), `say` and `fail`.
+const PRELUDE: &str = r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /run/mdadm /tmp
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -30,6 +28,13 @@ mount -t devtmpfs devtmpfs /dev
 echo 1 > /proc/sys/kernel/printk
 say() { echo "WIPE-VM: $*"; }
 fail() { say "FAIL $*"; sync; poweroff -f; }
+"#;
+
+/// The md test's /init, after [`PRELUDE`]. Two 64 MiB virtio disks, each with a GPT of two partitions; md0 (metadata
+/// 1.2, superblock near the start, ext2 on top) over the first partitions, md1 (metadata 0.90,
+/// superblock at the end, so the swap area on top sits at the very start of each member) over
+/// the second ones.
+const INIT: &str = r#"
 modprobe -a virtio_pci virtio_blk md_mod raid1 || fail "modprobe"
 for i in $(seq 100); do [ -b /dev/vdb ] && break; sleep 0.1; done
 [ -b /dev/vdb ] || fail "no /dev/vdb"
@@ -107,7 +112,7 @@ fn libraries(program: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A test ramdisk: `script` as /init, busybox, the real `tools` (from /sbin, put in
+/// A test ramdisk: [`PRELUDE`] and `script` as /init, busybox, the real `tools` (from /sbin, put in
 /// /usr/local/sbin) and their libraries, the static agent as /bin/ferrox-agent, and `modules`
 /// with their dependencies.
 fn ramdisk(dir: &Path, kver: &str, script: &str, tools: &[&str], modules: &str) -> PathBuf {
@@ -122,7 +127,7 @@ fn ramdisk(dir: &Path, kver: &str, script: &str, tools: &[&str], modules: &str) 
         );
     }
     let init = dir.join("init");
-    std::fs::write(&init, script).unwrap();
+    std::fs::write(&init, format!("{PRELUDE}{script}")).unwrap();
     let mut files = vec![
         "/bin/busybox:/bin/busybox".to_string(),
         format!("{}:/bin/ferrox-agent", agent.display()),
@@ -369,19 +374,11 @@ fn metadata_wipe_erases_real_md_arrays_on_kernel_scanned_partitions() {
     }
 }
 
-/// The full wipe's own choice, on a real NVMe controller (QEMU's emulation, which implements
+/// The full wipe test's /init, after [`PRELUDE`]. The full wipe's own choice, on a real NVMe controller (QEMU's emulation, which implements
 /// Format NVM but neither cryptographic erase nor sanitize) and a virtio disk, both at once:
 /// each device gets the fastest erase it really supports, says which and why the faster ones
 /// were skipped, and afterwards every byte of both disks reads zero from outside.
-const FULL: &str = r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-echo 1 > /proc/sys/kernel/printk
-say() { echo "WIPE-VM: $*"; }
-fail() { say "FAIL $*"; sync; poweroff -f; }
+const FULL: &str = r#"
 modprobe -a virtio_pci virtio_blk nvme || fail "modprobe"
 for d in nvme0n1 vda; do
   for i in $(seq 100); do [ -b /dev/$d ] && break; sleep 0.1; done
