@@ -13,11 +13,15 @@
 #                                 agent's. The kernel unpacks the same archive plus ~1 MB, so
 #                                 iPXE fetches and the kernel unpacks what the agent's boot does.
 #                                 /init prints its uptime at once (the bare kernel boot floor),
-#                                 loads e1000 + virtio_blk, takes a DHCP lease, then copies
+#                                 loads virtio_net + virtio_blk, takes a DHCP lease, then copies
 #                                 http://172.22.0.1:8082/disk.raw onto /dev/vda with floorcopy
 #                                 (hack/lab-image/floorcopy.c: 4 MiB socket reads, O_DIRECT
 #                                 writes from a second thread, fsync: the raw copy floor), prints
-#                                 the seconds it took and powers off.
+#                                 the seconds it took; then streams the image once more through
+#                                 the agent's own download and SHA-256 stages, writing nothing
+#                                 (`ferrox-agent checksum-image`: the verified-copy floor, as a
+#                                 verified write cannot beat its own hash), prints that and
+#                                 powers off.
 #
 # Prints nothing on stdout; rebuilt when an input changes. Run as root after
 # hack/build-initramfs.sh and hack/build-lab-image.sh.
@@ -60,7 +64,8 @@ if [ "$(cat "$out/disk-1g.inputs" 2>/dev/null)" != "$key" ] || [ ! -f "$out/disk
 fi
 
 # --- the floor ramdisk ---------------------------------------------------------------------------
-key=$(cat "$0" "$ramdisk" /bin/busybox hack/lab-image/floorcopy.c | sha256sum | cut -d' ' -f1)
+agent=$(hack/build-static-agent.sh)
+key=$(cat "$0" "$ramdisk" /bin/busybox hack/lab-image/floorcopy.c "$agent" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$out/floor.inputs" 2>/dev/null)" != "$key" ] || [ ! -f "$out/floor.img" ]; then
   log "building $out/floor.img (kernel $kver)"
   work=$(mktemp -d "$out/.floor.XXXXXX")
@@ -68,9 +73,10 @@ if [ "$(cat "$out/floor.inputs" 2>/dev/null)" != "$key" ] || [ ! -f "$out/floor.
   root=$work/root
   mkdir -p "$root"/{bin,floor}
   cp /bin/busybox "$root/bin/busybox"
+  cp "$agent" "$root/floor/ferrox-agent"
   musl-gcc -static -O2 -Wall -Werror -o "$root/bin/floorcopy" hack/lab-image/floorcopy.c -lpthread
   : >"$root/floor/load-order"
-  modprobe -S "$kver" -a --show-depends e1000 virtio_blk virtio_pci | awk '$1 == "insmod" {print $2}' |
+  modprobe -S "$kver" -a --show-depends virtio_net virtio_blk virtio_pci | awk '$1 == "insmod" {print $2}' |
     while read -r ko; do
       name=$(basename "${ko%.xz}")
       grep -qx "$name" "$root/floor/load-order" && continue
@@ -104,9 +110,13 @@ t0=$(cut -d' ' -f1 /proc/uptime)
 floorcopy 172.22.0.1 8082 disk.raw /dev/vda >/tmp/copy 2>&1
 t1=$(cut -d' ' -f1 /proc/uptime)
 echo "FLOOR-COPY $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s: floorcopy says $(cat /tmp/copy) (bytes, seconds)"
+t0=$(cut -d' ' -f1 /proc/uptime)
+/floor/ferrox-agent checksum-image --url http://172.22.0.1:8082/disk.raw --algo sha256 >/tmp/sum 2>/tmp/sum.err
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "FLOOR-HASH $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s: $(tr -d ' \n' </tmp/sum | grep -o '"checksum":"[0-9a-f]*"\|"hash":[0-9.]*' | tr '\n' ' ')$([ -s /tmp/sum ] || tail -c 300 /tmp/sum.err)"
 poweroff -f
 EOF
-  chmod 0755 "$root/init" "$root/floor/udhcpc.script" "$root/bin/busybox" "$root/bin/floorcopy"
+  chmod 0755 "$root/init" "$root/floor/udhcpc.script" "$root/bin/busybox" "$root/bin/floorcopy" "$root/floor/ferrox-agent"
   find "$root" -exec touch -h -d @0 {} +
   (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) |
     gzip -9 -n >"$work/overlay.cpio.gz"

@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use agent_image::{hints::RootDeviceHints, ChecksumSpec, WriteRequest};
+use agent_image::{
+    hints::RootDeviceHints, ChecksumAlgo, ChecksumRequest, ChecksumSpec, WriteRequest,
+};
 use agent_wipe::guard::GuardPolicy;
 
 /// Exit status when some devices of a wipe failed and others succeeded.
@@ -94,23 +96,42 @@ enum Command {
         /// metal3 rootDeviceHints as JSON, e.g. '{"serialNumber":"S4EV","minSizeGigabytes":100}'.
         #[arg(long, value_name = "JSON")]
         root_device_hints: Option<String>,
-        /// PEM bundle of CA certificates to trust instead of the built-in roots.
-        #[arg(long, value_name = "PEM")]
-        ca_bundle: Option<PathBuf>,
-        /// Accept md5 checksums (weak; refused by default).
-        #[arg(long)]
-        allow_md5: bool,
-        /// Resume attempts after a dropped connection.
-        #[arg(long, default_value_t = 5)]
-        max_retries: u32,
-        /// Seconds without a byte before the connection counts as dropped.
-        #[arg(long, default_value_t = 30)]
-        stall_timeout: u64,
+        #[command(flatten)]
+        transfer: Transfer,
         #[command(flatten)]
         safety: Safety,
         #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
         progress: ProgressMode,
     },
+    /// Stream an image from HTTP(S) and print its checksum as JSON, writing nothing: how this
+    /// machine receives and verifies the image before any disk is involved.
+    ChecksumImage {
+        /// Image URL (http:// or https://).
+        #[arg(long)]
+        url: String,
+        /// sha256, sha512 or md5 (md5 needs --allow-md5).
+        #[arg(long, default_value = "sha256")]
+        algo: String,
+        #[command(flatten)]
+        transfer: Transfer,
+    },
+}
+
+/// How an image is fetched.
+#[derive(clap::Args, Debug)]
+struct Transfer {
+    /// PEM bundle of CA certificates to trust instead of the built-in roots.
+    #[arg(long, value_name = "PEM")]
+    ca_bundle: Option<PathBuf>,
+    /// Accept md5 checksums (weak; refused by default).
+    #[arg(long)]
+    allow_md5: bool,
+    /// Resume attempts after a dropped connection.
+    #[arg(long, default_value_t = 5)]
+    max_retries: u32,
+    /// Seconds without a byte before the connection counts as dropped.
+    #[arg(long, default_value_t = 30)]
+    stall_timeout: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -262,10 +283,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             checksum,
             device,
             root_device_hints,
-            ca_bundle,
-            allow_md5,
-            max_retries,
-            stall_timeout,
+            transfer,
             safety,
             progress,
         } => {
@@ -279,17 +297,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 url,
                 checksum,
                 device,
-                ca_bundle,
-                allow_md5,
+                ca_bundle: transfer.ca_bundle,
+                allow_md5: transfer.allow_md5,
                 guard: safety.policy(),
-                max_retries,
-                stall_timeout: Duration::from_secs(stall_timeout),
+                max_retries: transfer.max_retries,
+                stall_timeout: Duration::from_secs(transfer.stall_timeout),
                 progress: progress::reporter(progress),
             };
             let result = agent_image::write_image(&req);
             progress::finish();
             let report = result
                 .with_context(|| format!("writing {} to {}", req.url, req.device.display()))?;
+            print_json(&report)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ChecksumImage {
+            url,
+            algo,
+            transfer,
+        } => {
+            let algo = ChecksumAlgo::from_name(&algo)
+                .with_context(|| format!("unknown --algo {algo:?} (sha256, sha512 or md5)"))?;
+            let req = ChecksumRequest {
+                url,
+                algo,
+                ca_bundle: transfer.ca_bundle,
+                allow_md5: transfer.allow_md5,
+                max_retries: transfer.max_retries,
+                stall_timeout: Duration::from_secs(transfer.stall_timeout),
+            };
+            let report = agent_image::checksum_image(&req)
+                .with_context(|| format!("checksumming {}", req.url))?;
             print_json(&report)?;
             Ok(ExitCode::SUCCESS)
         }

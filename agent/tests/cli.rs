@@ -213,6 +213,58 @@ fn wipe_reports_which_device_failed_and_why() {
         .contains("does-not-exist"));
 }
 
+#[test]
+fn checksum_image_prints_the_digest_of_the_served_bytes_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3 MiB + 5 bytes of pseudo-random data: not a multiple of any buffer or block size.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..(3 << 20) + 5)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(dir.path().join("img.raw"), &data).unwrap();
+    let before: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    let http = Http::serve(dir.path());
+    let url = http.url("img.raw");
+    for (algo, tool) in [("sha256", "sha256sum"), ("sha512", "sha512sum")] {
+        let out = run(&["checksum-image", "--url", &url, "--algo", algo]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        let want = sh(&format!("{tool} {}", dir.path().join("img.raw").display()));
+        assert_eq!(
+            report["checksum"].as_str().unwrap(),
+            want.split_whitespace().next().unwrap(),
+            "{algo}"
+        );
+        assert_eq!(report["checksumAlgo"], algo);
+        assert_eq!(report["bytesDownloaded"], data.len() as u64);
+        assert!(report["cpuSeconds"]["hash"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        before.len(),
+        "nothing written"
+    );
+
+    let out = run(&["checksum-image", "--url", &url, "--algo", "md5"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("md5 checksums are refused"));
+
+    let out = run(&["checksum-image", "--url", &http.url("missing.raw")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("404"), "names the HTTP status: {err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Root: real loop devices, real mkfs/sgdisk, a real HTTP server (python3 -m http.server).
 

@@ -45,7 +45,8 @@ impl ChecksumAlgo {
         }
     }
 
-    fn from_name(name: &str) -> Option<Self> {
+    /// `sha256`, `sha512`, `md5` (any case; `sha-256` too).
+    pub fn from_name(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "sha256" | "sha-256" => Some(ChecksumAlgo::Sha256),
             "sha512" | "sha-512" => Some(ChecksumAlgo::Sha512),

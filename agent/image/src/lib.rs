@@ -13,5 +13,8 @@ pub mod random_access;
 pub mod writer;
 
 pub use checksum::{ChecksumAlgo, ChecksumSpec, ChecksumSpecError};
-pub use pipeline::{write_image, ImageError, WriteReport, WriteRequest};
+pub use pipeline::{
+    checksum_image, write_image, ChecksumReport, ChecksumRequest, ImageError, WriteReport,
+    WriteRequest,
+};
 pub use progress::ProgressFn;

@@ -253,7 +253,7 @@ async fn download(
     transport: &Transport,
     url: &str,
     max_retries: u32,
-    outs: [mpsc::Sender<Chunk>; 2],
+    outs: Vec<mpsc::Sender<Chunk>>,
     mut progress: Reporter,
 ) -> Result<DownloadStats, FetchError> {
     let send = |c: Chunk| {
@@ -559,22 +559,145 @@ fn resolve_checksum(
 /// image's first MiB only after the checksum over the downloaded bytes verified. On any error
 /// the device does not boot (first MiB zero), or is untouched if the error came before any
 /// image byte (unreachable URL, bad status, image known to be too large).
-pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
-    let started = Instant::now();
-    let url_err = |source| ImageError::Url {
-        url: req.url.clone(),
+/// The hasher stage: digests the downloaded bytes in order. Returns the lowercase hex digest
+/// once the download completed (`None` when it did not) and the thread's CPU time.
+fn spawn_hasher<'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    algo: ChecksumAlgo,
+    mut rx: mpsc::Receiver<Chunk>,
+) -> std::thread::ScopedJoinHandle<'scope, (Option<String>, Duration)> {
+    std::thread::Builder::new()
+        .name("image-hasher".into())
+        .spawn_scoped(s, move || {
+            let mut h = Hasher::new(algo);
+            while let Some(c) = rx.blocking_recv() {
+                match c {
+                    Chunk::Data(d) => h.update(&d),
+                    Chunk::End => return (Some(h.finish_hex()), thread_cpu_time()),
+                    Chunk::Start { .. } => {}
+                }
+            }
+            (None, thread_cpu_time())
+        })
+        .expect("spawning the hasher thread")
+}
+
+/// What every transfer checks and builds first: the URL, md5's permission, the HTTP(S)
+/// transport and its runtime.
+fn transfer_setup(
+    url: &str,
+    algo: Option<ChecksumAlgo>,
+    allow_md5: bool,
+    ca_bundle: Option<&std::path::Path>,
+    stall_timeout: Duration,
+) -> Result<(Transport, tokio::runtime::Runtime), ImageError> {
+    http::parse_url(url).map_err(|source| ImageError::Url {
+        url: url.to_string(),
         source,
-    };
-    http::parse_url(&req.url).map_err(url_err)?;
-    if req.checksum.algo() == Some(ChecksumAlgo::Md5) && !req.allow_md5 {
+    })?;
+    if algo == Some(ChecksumAlgo::Md5) && !allow_md5 {
         return Err(ImageError::Md5NotAllowed);
     }
-    let transport =
-        Transport::new(req.ca_bundle.as_deref(), req.stall_timeout).map_err(ImageError::Tls)?;
+    let transport = Transport::new(ca_bundle, stall_timeout).map_err(ImageError::Tls)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ImageError::Runtime)?;
+    Ok((transport, rt))
+}
+
+/// What to checksum. See [`checksum_image`].
+#[derive(Debug, Clone)]
+pub struct ChecksumRequest {
+    /// `http://` or `https://`; other schemes are refused.
+    pub url: String,
+    pub algo: ChecksumAlgo,
+    /// PEM bundle replacing the built-in (webpki) roots.
+    pub ca_bundle: Option<PathBuf>,
+    pub allow_md5: bool,
+    /// Resume attempts per transfer, in total.
+    pub max_retries: u32,
+    /// No bytes for this long: the connection is treated as dropped.
+    pub stall_timeout: Duration,
+}
+
+/// What [`checksum_image`] computed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChecksumReport {
+    pub url: String,
+    pub bytes_downloaded: u64,
+    pub checksum_algo: ChecksumAlgo,
+    /// The digest of the bytes as served, lowercase hex.
+    pub checksum: String,
+    pub seconds: f64,
+    pub rate_bytes_per_sec: u64,
+    pub resumes: u32,
+    /// Only `download` and `hash` are used.
+    pub cpu_seconds: StageCpu,
+}
+
+/// Streams an image and digests it, writing nothing: an image write's download and hash
+/// stages alone, with the same code, resumes and limits. What an operator runs to learn the
+/// checksum of an image as a machine receives it, and how fast that machine can receive and
+/// verify it before any disk is involved (the lab benchmark's verified-copy floor).
+pub fn checksum_image(req: &ChecksumRequest) -> Result<ChecksumReport, ImageError> {
+    let started = Instant::now();
+    let (transport, rt) = transfer_setup(
+        &req.url,
+        Some(req.algo),
+        req.allow_md5,
+        req.ca_bundle.as_deref(),
+        req.stall_timeout,
+    )?;
+    let (hash_tx, hash_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
+    let (dl, hashed) = std::thread::scope(|s| {
+        let hasher = spawn_hasher(s, req.algo, hash_rx);
+        let cpu_before = thread_cpu_time();
+        let dl = rt.block_on(download(
+            &transport,
+            &req.url,
+            req.max_retries,
+            vec![hash_tx],
+            Reporter::new(None, String::new()),
+        ));
+        let dl_cpu = thread_cpu_time().saturating_sub(cpu_before);
+        ((dl, dl_cpu), hasher.join())
+    });
+    let (hashed, hash_cpu) = hashed.map_err(|_| ImageError::Panicked("hasher"))?;
+    let (dl, dl_cpu) = dl;
+    let dl_err = |source| ImageError::Download {
+        url: req.url.clone(),
+        source,
+    };
+    let stats = dl.map_err(dl_err)?;
+    let checksum = hashed.ok_or_else(|| dl_err(FetchError::Cancelled))?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ChecksumReport {
+        url: req.url.clone(),
+        bytes_downloaded: stats.bytes,
+        checksum_algo: req.algo,
+        checksum,
+        seconds,
+        rate_bytes_per_sec: (stats.bytes as f64 / seconds.max(1e-9)) as u64,
+        resumes: stats.resumes,
+        cpu_seconds: StageCpu {
+            download: dl_cpu.as_secs_f64(),
+            hash: hash_cpu.as_secs_f64(),
+            ..StageCpu::default()
+        },
+    })
+}
+
+pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
+    let started = Instant::now();
+    let (transport, rt) = transfer_setup(
+        &req.url,
+        req.checksum.algo(),
+        req.allow_md5,
+        req.ca_bundle.as_deref(),
+        req.stall_timeout,
+    )?;
     let (algo, expected) = resolve_checksum(req, &rt, &transport)?;
 
     agent_wipe::guard::check_target(&req.device, &req.guard).map_err(|source| {
@@ -594,7 +717,7 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
     let device_name = req.device.display().to_string();
     tracing::info!(url = %req.url, device = %device_name, size = disk.size(), algo = %algo, "writing image");
 
-    let (hash_tx, mut hash_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
+    let (hash_tx, hash_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
     let (dec_tx, dec_rx) = mpsc::channel::<Chunk>(CHUNK_QUEUE);
     let (free_tx, free_rx) = writer::buffer_pool();
     let (jobs_tx, jobs_rx) = sync_channel(writer::POOL);
@@ -616,27 +739,14 @@ pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
                 (r, thread_cpu_time())
             })
             .expect("spawning the decoder thread");
-        let hasher = std::thread::Builder::new()
-            .name("image-hasher".into())
-            .spawn_scoped(s, move || {
-                let mut h = Hasher::new(algo);
-                while let Some(c) = hash_rx.blocking_recv() {
-                    match c {
-                        Chunk::Data(d) => h.update(&d),
-                        Chunk::End => return (Some(h.finish_hex()), thread_cpu_time()),
-                        Chunk::Start { .. } => {}
-                    }
-                }
-                (None, thread_cpu_time())
-            })
-            .expect("spawning the hasher thread");
+        let hasher = spawn_hasher(s, algo, hash_rx);
         let progress = Reporter::new(req.progress.clone(), device_name.clone());
         let cpu_before = thread_cpu_time();
         let dl = rt.block_on(download(
             &transport,
             &req.url,
             req.max_retries,
-            [dec_tx, hash_tx],
+            vec![dec_tx, hash_tx],
             progress,
         ));
         // Random access: the decoder's Range requests, until it hangs up.
