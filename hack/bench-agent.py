@@ -8,7 +8,7 @@ Reports ratios, not absolute numbers (the machines are noisy):
   inspect          ferrox-agent  vs  IPA 13.0.0 inventory (ipa_inventory.py)
   metadata wipe    per device (GPT + ext4 + xfs + swap on a loop device)
 
-usage: sudo hack/bench-agent.py [--size-mb 2048] [--reps 3] [--out docs/benchmarks.md]
+usage: sudo hack/bench-agent.py [--size-mb 2048] [--reps 5] [--out docs/benchmarks.md]
 Needs root (loop devices). Installs IPA with ../shared/peers/ipa/setup.sh if missing.
 All traffic is on 127.0.0.1.
 """
@@ -81,7 +81,7 @@ def file_hash(path, algo):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=2048)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--work", default="/var/tmp/ferrox-bench")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
     ap.add_argument("--skip-ipa", action="store_true")
@@ -187,7 +187,8 @@ def main():
                 print(f"   rep {rep + 1}: {name:38s} {walls[name][-1]:.2f} s", flush=True)
         for name, *_ in runs:
             ws = walls[name]
-            results[name] = {"s": statistics.median(ws), "min": min(ws), "max": max(ws), "rss_kib": max(rsss[name])}
+            results[name] = {"s": statistics.median(ws), "min": min(ws), "max": max(ws), "all": ws,
+                             "rss_kib": max(rsss[name])}
             r = results[name]
             print(f"   {name:38s} median {r['s']:.2f} s  ({size * 1.048576 / r['s']:.0f} MB/s)  "
                   f"min {r['min']:.2f}  max {r['max']:.2f}  peak RSS {r['rss_kib'] // 1024} MiB", flush=True)
@@ -252,6 +253,13 @@ def write_report(a, r, size):
         if x in r and y in r:
             return f"{r[y]['s'] / r[x]['s']:.2f}×"
         return "n/a"
+    def paired(x, y):
+        # Each rep runs both commands in the same round: the ratio within a round cancels most
+        # of a slow spell of the shared machine.
+        if x in r and y in r and "all" in r[x] and "all" in r[y]:
+            rs = sorted(b / a_ for a_, b in zip(r[x]["all"], r[y]["all"]))
+            return f"{rs[0]:.2f}× – {rs[-1]:.2f}× (median {statistics.median(rs):.2f}×)"
+        return "n/a"
     mb = size * 1.048576
     lines = [
         "# ferrox-agent benchmarks",
@@ -279,6 +287,7 @@ def write_report(a, r, size):
         f"| raw sha256, all-random image: ferrox vs curl\\|dd | {ratio('ferrox raw sha256, all-random image', 'curl | dd, all-random image')} | |",
         f"| raw sha256, all-random image: ferrox vs one core hashing it | {ratio('ferrox raw sha256, all-random image', 'one core hashing the image, sha256 (OpenSSL)')} | (1.00× = as fast as the hash alone) |",
         f"| raw sha256: ferrox vs IPA stream | {ratio('ferrox raw sha256', 'IPA 13.0.0 stream raw')} | ≥ 2.5× |",
+        f"| raw sha256: ferrox vs IPA stream, each rep's pair | {paired('ferrox raw sha256', 'IPA 13.0.0 stream raw')} | |",
         f"| qcow2: ferrox vs IPA download + qemu-img | {ratio('ferrox qcow2 sha256', 'IPA 13.0.0 qcow2 (tmpfs+qemu-img)')} | ≥ 2× |",
         f"| zstd raw: ferrox vs curl\\|dd of the raw | {ratio('ferrox zstd raw sha256', 'curl | dd oflag=direct')} | |",
         f"| raw sha512: ferrox vs curl\\|dd | {ratio('ferrox raw sha512', 'curl | dd oflag=direct')} | |",

@@ -536,7 +536,9 @@ fn start_libvirtd(dirs: &Dirs, ns: &str) -> Result<()> {
 
 /// The libvirt domain of a host: TCG, its NIC on the lab bridge through its tap (unmanaged),
 /// an empty raw disk, the serial console in a file. Network boot first; sushy-tools rewrites
-/// the boot order and firmware when the controller asks.
+/// the boot order and firmware when the controller asks. The CPU is QEMU's default model
+/// plus RDRAND, which every x86 server of the last decade has: without it the guest kernel's
+/// RNG is seeded only about a second after boot, and the agent's enrollment key waits for it.
 pub fn domain_xml(dirs: &Dirs, h: &HostPlan) -> String {
     let os = match h.firmware {
         Firmware::Bios => String::new(),
@@ -562,6 +564,10 @@ pub fn domain_xml(dirs: &Dirs, h: &HostPlan) -> String {
     <boot dev='hd'/>
   </os>
   <features><acpi/><apic/></features>
+  <cpu mode='custom' match='exact' check='none'>
+    <model fallback='forbid'>qemu64</model>
+    <feature policy='require' name='rdrand'/>
+  </cpu>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>

@@ -509,6 +509,25 @@ pub fn zero_ranges(fs_len: u64, part_len: u64) -> Vec<(u64, u64)> {
     out
 }
 
+/// Zeroes bytes `from..to` of `file` without pushing tens of MiB of zeros through memory: on
+/// a block device the block-aligned middle by BLKZEROOUT (Write Zeroes where the device has
+/// it) and the edges by writes; in a disk image file, a hole.
+fn zero(file: &File, is_block: bool, lba: u64, from: u64, to: u64) -> io::Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    if !is_block {
+        return block::punch_hole(file, from, to - from);
+    }
+    let (a, b) = (from.div_ceil(lba) * lba, to / lba * lba);
+    if a >= b {
+        return file.write_all_at(&vec![0u8; (to - from) as usize], from);
+    }
+    file.write_all_at(&vec![0u8; (a - from) as usize], from)?;
+    file.write_all_at(&vec![0u8; (to - b) as usize], b)?;
+    block::zero_out(file, a, b - a)
+}
+
 fn random_guid() -> io::Result<[u8; 16]> {
     let mut raw = [0u8; 16];
     File::open("/dev/urandom")?.read_exact(&mut raw)?;
@@ -592,15 +611,9 @@ pub fn write_config_drive(
 
     file.write_all_at(&fs, start)
         .map_err(io_err("writing the config drive"))?;
-    let zeros = vec![0u8; 1 << 20];
     for (from, to) in zero_ranges(fs.len() as u64, part_len) {
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(zeros.len() as u64) as usize;
-            file.write_all_at(&zeros[..n], start + at)
-                .map_err(io_err("zeroing the config drive partition"))?;
-            at += n as u64;
-        }
+        zero(&file, is_block, lba, start + from, start + to)
+            .map_err(io_err("zeroing the config drive partition"))?;
     }
     file.sync_data()
         .map_err(io_err("syncing the config drive"))?;

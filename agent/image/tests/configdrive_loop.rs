@@ -129,6 +129,14 @@ fn gpt_image_gets_a_config_drive_at_the_disk_end() {
     )
     .unwrap();
     let disk = disk_with(dir.path(), &image, 256 * MIB);
+    // Stale bytes where the partition will be: a signature left there would make blkid doubt
+    // the config drive, so all of it after the filesystem must read back as zeros.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.write_all_at(&vec![0xa5u8; (191 * MIB) as usize], 64 * MIB)
+            .unwrap();
+    }
     let lo = Loop::whole(&disk).unwrap();
 
     let part = write_config_drive(&lo.path, &enc).unwrap();
@@ -136,6 +144,20 @@ fn gpt_image_gets_a_config_drive_at_the_disk_end() {
         (part.table, part.number, part.reused),
         (TableKind::Gpt, 2, false)
     );
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(&disk).unwrap();
+        let mut rest = vec![1u8; (part.size_bytes - fs.len() as u64) as usize];
+        f.read_exact_at(&mut rest, part.start_bytes + fs.len() as u64)
+            .unwrap();
+        assert!(
+            rest.iter().all(|&b| b == 0),
+            "the partition after the filesystem is zeroed"
+        );
+        let mut head = vec![0u8; fs.len()];
+        f.read_exact_at(&mut head, part.start_bytes).unwrap();
+        assert!(head == fs, "the filesystem is written whole");
+    }
     assert_eq!(part.image_bytes, fs.len() as u64);
     assert!(part.size_bytes >= PARTITION_BYTES);
 
