@@ -49,6 +49,8 @@ use agent_sys::system::thread_cpu_time;
 pub const CHECKSUM_FILE_LIMIT: usize = 1 << 20;
 /// Chunks queued towards each of the hasher and the decoder.
 const CHUNK_QUEUE: usize = 32;
+/// The hasher thread's nice value: ahead of the other stages when they share a core.
+const HASHER_NICE: i32 = -5;
 
 /// What to write where. See [`write_image`].
 #[derive(Clone)]
@@ -569,6 +571,12 @@ fn spawn_hasher<'scope>(
     std::thread::Builder::new()
         .name("image-hasher".into())
         .spawn_scoped(s, move || {
+            // The one stage that cannot be split across cores: where it shares a core with
+            // the others (a small machine, or a VM's vCPUs), it goes first. Without the
+            // privilege the default priority stays.
+            if let Err(e) = agent_sys::system::set_thread_nice(HASHER_NICE) {
+                tracing::debug!(error = %e, "keeping the hasher's default priority");
+            }
             let mut h = Hasher::new(algo);
             while let Some(c) = rx.blocking_recv() {
                 match c {

@@ -169,6 +169,20 @@ pub fn wait_for_entropy() -> io::Result<()> {
     getrandom(&mut [0u8; 1], 0)
 }
 
+/// Sets the calling thread's nice value (Linux: per thread). Lowering it below 0 needs
+/// CAP_SYS_NICE, which the ramdisk's PID 1 has.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no preconditions; setpriority reads only its integer arguments.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// CPU time the calling thread has used so far (`CLOCK_THREAD_CPUTIME_ID`).
 pub fn thread_cpu_time() -> std::time::Duration {
     let mut ts = libc::timespec {
