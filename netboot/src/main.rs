@@ -130,6 +130,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let reserved: Vec<_> = hosts.reserved().collect();
     let token = CancellationToken::new();
+    // Every task of this process, owned here; each ends when the token fires.
+    let mut tasks = tokio::task::JoinSet::new();
     let source: Arc<dyn HostSource> = match &cfg.controller_hosts {
         Some(url) => {
             let bearer = match &cfg.controller_token_file {
@@ -146,7 +148,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 controller: Arc::new(ControllerHosts::default()),
             });
             info!(controller = %url, "following the controller's host list");
-            tokio::spawn(follow(layered.clone(), url.clone(), bearer, token.clone()));
+            tasks.spawn(follow(layered.clone(), url.clone(), bearer, token.clone()));
             layered
         }
         None => Arc::new(hosts),
@@ -155,14 +157,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg, source, reserved, files, kernel, initramfs,
     ));
     let stop = token.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            // The servers ended on their own (an error): nothing to wait for.
+            _ = stop.cancelled() => return,
         }
         // Cancel first: stopping never depends on logging.
         stop.cancel();
         info!("shutting down");
     });
-    serve(ctx, sockets, token).await.context("serving")
+    let served = serve(ctx, sockets, token.clone()).await.context("serving");
+    token.cancel();
+    while tasks.join_next().await.is_some() {}
+    served
 }

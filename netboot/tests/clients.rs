@@ -581,11 +581,26 @@ fn a_hosts_arch_binary_is_loaded_at_start_and_served_by_dhcp_tftp_and_http() {
 #[test]
 #[ignore = "needs root and network namespaces"]
 fn sigterm_stops_the_server_even_when_its_log_pipe_is_closed() {
+    sigterm_stops_the_server(&[]);
+}
+
+#[test]
+#[ignore = "needs root and network namespaces"]
+fn sigterm_stops_the_server_while_it_retries_an_unreachable_controller() {
+    // Nothing listens on port 9 in the namespace: the host feed keeps failing and backing off,
+    // and that task must end with the servers.
+    sigterm_stops_the_server(&["--controller-hosts", "http://127.0.0.1:9/v1/netboot/hosts"]);
+}
+
+/// Starts the server with `extra` arguments, closes its log pipe once it listens, sends
+/// SIGTERM and expects a clean exit within 5 s.
+fn sigterm_stops_the_server(extra: &[&str]) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let lab = Lab::new();
     let mut c = lab.server_ns.cmd(env!("CARGO_BIN_EXE_ferrox-netboot"));
     c.args(["--pool", POOL, "--ipv6-ra", "off"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
