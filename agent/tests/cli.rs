@@ -217,15 +217,7 @@ fn wipe_reports_which_device_failed_and_why() {
 fn checksum_image_prints_the_digest_of_the_served_bytes_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // 3 MiB + 5 bytes of pseudo-random data: not a multiple of any buffer or block size.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let data: Vec<u8> = (0..(3 << 20) + 5)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = tests::pattern((3 << 20) + 5, 7);
     fs::write(dir.path().join("img.raw"), &data).unwrap();
     let before: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
     let http = Http::serve(dir.path());

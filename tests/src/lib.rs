@@ -59,3 +59,16 @@ pub fn fuzz_corpus(dir: &std::path::Path) -> Vec<Vec<u8>> {
     assert!(inputs.len() > 10, "{}: corpus missing", dir.display());
     inputs
 }
+
+/// Deterministic, incompressible test data (xorshift64 from `seed`).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -484,6 +484,43 @@ async fn registration_errors_are_readable_and_retried() {
 
 /// Registers, inspects and starts provisioning `image`; returns the write command the agent
 /// took (and has not answered), and the agent's session.
+/// The agent, still up, reports `write` done after the host has moved on (that result no
+/// longer counts); its next command must be the metadata wipe, which it then does.
+async fn late_write_result_then_metadata_wipe(
+    lab: &Lab,
+    session: &str,
+    write: &agent_proto::Command,
+) {
+    let key = Lab::key();
+    lab.rec.agent_event(
+        &key,
+        Some(session),
+        &Event::Done {
+            command: write.id.clone(),
+            outcome: Outcome::Ok {
+                summary: "wrote".into(),
+                device: Some("/dev/vda".into()),
+            },
+        },
+    );
+    let action = answer(&lab.rec, &key, session, |_| Outcome::Ok {
+        summary: "wiped".into(),
+        device: None,
+    })
+    .await;
+    assert!(
+        matches!(
+            action,
+            Action::Wipe {
+                mode: agent_proto::WipeMode::Metadata,
+                ..
+            }
+        ),
+        "{:?}",
+        std::mem::discriminant(&action)
+    );
+}
+
 async fn into_the_write(lab: &Lab, image: &str) -> (agent_proto::Command, String) {
     let key = Lab::key();
     lab.wait("a boot token", Duration::from_secs(60), |s| {
@@ -601,32 +638,7 @@ async fn an_image_edited_mid_write_is_cleaned_then_written_and_recorded_as_writt
     )
     .await;
     // The first write ends after the edit: its result is not taken as the new image's.
-    lab.rec.agent_event(
-        &key,
-        Some(&session),
-        &Event::Done {
-            command: first.id.clone(),
-            outcome: Outcome::Ok {
-                summary: "wrote".into(),
-                device: Some("/dev/vda".into()),
-            },
-        },
-    );
-    let action = answer(&lab.rec, &key, &session, |_| Outcome::Ok {
-        summary: "wiped".into(),
-        device: None,
-    })
-    .await;
-    assert!(
-        matches!(
-            action,
-            Action::Wipe {
-                mode: agent_proto::WipeMode::Metadata,
-                ..
-            }
-        ),
-        "{action:?}"
-    );
+    late_write_result_then_metadata_wipe(&lab, &session, &first).await;
     let action = answer(&lab.rec, &key, &session, |_| Outcome::Ok {
         summary: "wrote".into(),
         device: Some("/dev/vda".into()),
@@ -661,7 +673,6 @@ async fn a_host_deleted_mid_write_is_cleaned_by_its_agent_then_powered_off_and_f
         tempfile::tempdir().unwrap(),
         &manifest(&address, PASSWORD, Some(IMAGE)),
     );
-    let key = Lab::key();
     let (write, session) = into_the_write(&lab, IMAGE).await;
 
     // The user deletes the host while its image is being written: once the agent, still up,
@@ -672,33 +683,7 @@ async fn a_host_deleted_mid_write_is_cleaned_by_its_agent_then_powered_off_and_f
         s.state == State::Deprovisioning
     })
     .await;
-    lab.rec.agent_event(
-        &key,
-        Some(&session),
-        &Event::Done {
-            command: write.id.clone(),
-            outcome: Outcome::Ok {
-                summary: "wrote".into(),
-                device: Some("/dev/vda".into()),
-            },
-        },
-    );
-    let action = answer(&lab.rec, &key, &session, |_| Outcome::Ok {
-        summary: "wiped".into(),
-        device: None,
-    })
-    .await;
-    assert!(
-        matches!(
-            action,
-            Action::Wipe {
-                mode: agent_proto::WipeMode::Metadata,
-                ..
-            }
-        ),
-        "{:?}",
-        std::mem::discriminant(&action)
-    );
+    late_write_result_then_metadata_wipe(&lab, &session, &write).await;
     let states = lab.wait_forgotten().await;
     assert!(
         states.ends_with(&[

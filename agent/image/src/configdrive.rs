@@ -509,25 +509,6 @@ pub fn zero_ranges(fs_len: u64, part_len: u64) -> Vec<(u64, u64)> {
     out
 }
 
-/// Zeroes bytes `from..to` of `file` without pushing tens of MiB of zeros through memory: on
-/// a block device the block-aligned middle by BLKZEROOUT (Write Zeroes where the device has
-/// it) and the edges by writes; in a disk image file, a hole.
-fn zero(file: &File, is_block: bool, lba: u64, from: u64, to: u64) -> io::Result<()> {
-    if to <= from {
-        return Ok(());
-    }
-    if !is_block {
-        return block::punch_hole(file, from, to - from);
-    }
-    let (a, b) = (from.div_ceil(lba) * lba, to / lba * lba);
-    if a >= b {
-        return file.write_all_at(&vec![0u8; (to - from) as usize], from);
-    }
-    file.write_all_at(&vec![0u8; (a - from) as usize], from)?;
-    file.write_all_at(&vec![0u8; (to - b) as usize], b)?;
-    block::zero_out(file, a, b - a)
-}
-
 fn random_guid() -> io::Result<[u8; 16]> {
     let mut raw = [0u8; 16];
     File::open("/dev/urandom")?.read_exact(&mut raw)?;
@@ -611,8 +592,18 @@ pub fn write_config_drive(
 
     file.write_all_at(&fs, start)
         .map_err(io_err("writing the config drive"))?;
+    // The rest of the partition: BLKZEROOUT (Write Zeroes where the device has it) or a hole,
+    // not tens of MiB of zeros written through memory.
+    let zeroing = crate::writer::Disk::from_open(
+        file.try_clone()
+            .map_err(io_err("zeroing the config drive partition"))?,
+        size,
+        is_block,
+        lba,
+    );
     for (from, to) in zero_ranges(fs.len() as u64, part_len) {
-        zero(&file, is_block, lba, start + from, start + to)
+        zeroing
+            .zero_range(start + from, to - from)
             .map_err(io_err("zeroing the config drive partition"))?;
     }
     file.sync_data()

@@ -554,13 +554,6 @@ fn resolve_checksum(
     Ok((algo, hex))
 }
 
-/// **Destroys the contents of `req.device`**: streams the image at `req.url` onto it.
-///
-/// Blocking; runs its own tokio runtime for the transfer. Checks the target with the guard,
-/// opens it exclusively, zeroes its first MiB before writing image data, and writes the
-/// image's first MiB only after the checksum over the downloaded bytes verified. On any error
-/// the device does not boot (first MiB zero), or is untouched if the error came before any
-/// image byte (unreachable URL, bad status, image known to be too large).
 /// The hasher stage: digests the downloaded bytes in order. Returns the lowercase hex digest
 /// once the download completed (`None` when it did not) and the thread's CPU time.
 fn spawn_hasher<'scope>(
@@ -697,6 +690,13 @@ pub fn checksum_image(req: &ChecksumRequest) -> Result<ChecksumReport, ImageErro
     })
 }
 
+/// **Destroys the contents of `req.device`**: streams the image at `req.url` onto it.
+///
+/// Blocking; runs its own tokio runtime for the transfer. Checks the target with the guard,
+/// opens it exclusively, zeroes its first MiB before writing image data, and writes the
+/// image's first MiB only after the checksum over the downloaded bytes verified. On any error
+/// the device does not boot (first MiB zero), or is untouched if the error came before any
+/// image byte (unreachable URL, bad status, image known to be too large).
 pub fn write_image(req: &WriteRequest) -> Result<WriteReport, ImageError> {
     let started = Instant::now();
     let (transport, rt) = transfer_setup(

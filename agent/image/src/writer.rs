@@ -83,6 +83,17 @@ impl Disk {
         })
     }
 
+    /// A target its caller opened itself, buffered (the config drive writer): `align` is the
+    /// logical block size, the unit [`Disk::zero_range`] hands to BLKZEROOUT.
+    pub fn from_open(file: File, size: u64, is_block: bool, align: u64) -> Self {
+        Self {
+            file,
+            align: if is_block { align } else { 1 },
+            size,
+            is_block,
+        }
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }

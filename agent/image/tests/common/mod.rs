@@ -380,18 +380,7 @@ pub fn test_pki() -> TestPki {
     }
 }
 
-/// Deterministic, incompressible-enough test data.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+pub use tests::pattern;
 
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
